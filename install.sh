@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# Install, upgrade or remove ductor. Idempotent: run it again to upgrade.
+#
+#   ./install.sh                  user mode: ~/.local/share/ductor, ~/.local/bin, user units
+#   ./install.sh --system         system mode: /opt/ductor, /usr/local/bin, account 'ductor'
+#   ./install.sh --dev            also install the test and lint tools into the venv
+#   ./install.sh --init [ARGS]    then run `ductor init ARGS` (e.g. --init main --user-id 1)
+#   ./install.sh --uninstall      remove programs and units, keep config and data
+#   ./install.sh --purge          remove everything, config and data included
+#   ./install.sh --render-units DIR   only write the units as they would be installed
+#
+# Offline installs: point pip at a directory of wheels with PIP_NO_INDEX=1 and
+# PIP_FIND_LINKS=DIR; pip reads both from the environment.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MODE=user
+DEV=0
+ACTION=install
+HARDENING=auto
+RENDER_DIR=
+INIT_ARGS=()
+RUN_INIT=0
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'install.sh: %s\n' "$*" >&2; }
+die() { warn "$*"; exit 1; }
+
+usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --system) MODE=system ;;
+        --user) MODE=user ;;
+        --dev) DEV=1 ;;
+        --uninstall) ACTION=uninstall ;;
+        --purge) ACTION=purge ;;
+        --no-hardening) HARDENING=no ;;
+        --render-units)
+            [ $# -ge 2 ] || die "--render-units needs a directory"
+            ACTION=render; RENDER_DIR=$2; shift ;;
+        --init) RUN_INIT=1; shift; INIT_ARGS=("$@"); break ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+if [ "$MODE" = system ]; then
+    [ "$ACTION" = render ] || [ "$(id -u)" -eq 0 ] || die "--system needs root (run it with sudo)"
+    DATA_DIR=/opt/ductor
+    BIN_DIR=${DUCTOR_BIN_DIR:-/usr/local/bin}
+    UNIT_DIR=/etc/systemd/system
+    CONF_DIR=/etc/ductor
+    SCOPE=(--system)
+else
+    [ -n "${HOME:-}" ] || die "HOME is not set"
+    DATA_DIR=${XDG_DATA_HOME:-$HOME/.local/share}/ductor
+    BIN_DIR=${DUCTOR_BIN_DIR:-$HOME/.local/bin}
+    UNIT_DIR=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user
+    CONF_DIR=${XDG_CONFIG_HOME:-$HOME/.config}/ductor
+    SCOPE=(--user)
+fi
+VENV=$DATA_DIR/venv
+DOC_DIR=$DATA_DIR/doc
+MANIFEST=$DATA_DIR/installed-files
+ACCOUNT=ductor
+
+# --- units ------------------------------------------------------------------------------
+
+unit_sources() {
+    find "$SRC/systemd" -maxdepth 1 -type f \
+        \( -name '*.service' -o -name '*.socket' -o -name '*.timer' -o -name '*.path' \
+           -o -name '*.target' \) | sort
+}
+
+# render SRC_FILE DEST_FILE: fill in the install locations and say who wrote it.
+render() {
+    local dest_dir
+    dest_dir=$(dirname "$2")
+    mkdir -p "$dest_dir"
+    {
+        printf '# Installed by ductor install.sh (%s mode); local changes belong in a drop-in:\n' "$MODE"
+        printf '# systemctl %s edit %s\n' "${SCOPE[0]}" "$(basename "$2")"
+        sed -e "s|@BINDIR@|$BIN_DIR|g" -e "s|@DOCDIR@|$DOC_DIR|g" "$1"
+    } > "$2.tmp"
+    chmod 0644 "$2.tmp"
+    mv -f "$2.tmp" "$2"
+}
+
+hardening_supported() {
+    case "$HARDENING" in no) return 1 ;; esac
+    [ "$ACTION" = render ] && return 0
+    if [ "$MODE" = user ]; then
+        timeout 30 systemd-run --user --wait --quiet --collect -p PrivateUsers=yes true \
+            >/dev/null 2>&1
+    else
+        timeout 30 systemd-run --wait --quiet --collect -p PrivateUsers=yes true \
+            >/dev/null 2>&1
+    fi
+}
+
+# install_units DIR: templates, hardening drop-ins (where they work), system drop-ins.
+install_units() {
+    local dir=$1 unit name conf hardened=0
+    mkdir -p "$dir"
+    if hardening_supported; then hardened=1; fi
+    while IFS= read -r unit; do
+        name=$(basename "$unit")
+        render "$unit" "$dir/$name"
+        echo "$dir/$name" >> "$MANIFEST.new"
+        conf=$SRC/systemd/hardening/$name.conf
+        if [ -f "$conf" ]; then
+            if [ "$hardened" -eq 1 ]; then
+                render "$conf" "$dir/$name.d/50-hardening.conf"
+                echo "$dir/$name.d/50-hardening.conf" >> "$MANIFEST.new"
+            else
+                rm -f "$dir/$name.d/50-hardening.conf"
+            fi
+        fi
+        conf=$SRC/systemd/system/$name.conf
+        if [ "$MODE" = system ] && [ -f "$conf" ]; then
+            render "$conf" "$dir/$name.d/20-system.conf"
+            echo "$dir/$name.d/20-system.conf" >> "$MANIFEST.new"
+        fi
+    done < <(unit_sources)
+    if [ "$hardened" -eq 0 ]; then
+        warn "user namespaces are not available here (PrivateUsers=yes fails):"
+        warn "installing the units without their sandbox drop-ins."
+    fi
+}
+
+if [ "$ACTION" = render ]; then
+    MANIFEST=$(mktemp)
+    install_units "$RENDER_DIR"
+    rm -f "$MANIFEST" "$MANIFEST.new"
+    exit 0
+fi
+
+# --- operating system packages ----------------------------------------------------------
+
+pick_python() {
+    local candidate
+    for candidate in "${DUCTOR_PYTHON:-}" /usr/bin/python3 python3; do
+        [ -n "$candidate" ] || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        if "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+            >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_os_packages() {
+    local missing=()
+    pick_python >/dev/null || missing+=(python3 python3-venv)
+    command -v systemctl >/dev/null 2>&1 || missing+=(systemd)
+    command -v journalctl >/dev/null 2>&1 || missing+=(systemd)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "Installing OS packages: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        die "missing OS packages: ${missing[*]}. Install them with: sudo apt-get install ${missing[*]}"
+    fi
+}
+
+# --- the pieces -------------------------------------------------------------------------
+
+install_venv() {
+    local python
+    python=$(pick_python) || die "no Python >= 3.11 with venv found (apt-get install python3-venv)"
+    if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$VENV"   # its interpreter went away (Python upgraded): start over
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "Creating $VENV"
+        mkdir -p "$DATA_DIR"
+        "$python" -m venv "$VENV"
+    fi
+    local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --quiet)
+    say "Installing dependencies (pinned in requirements/*.lock)"
+    "${pip[@]}" -c "$SRC/requirements/runtime.lock" -r "$SRC/requirements/runtime.txt"
+    if [ "$DEV" -eq 1 ]; then
+        "${pip[@]}" -c "$SRC/requirements/dev.lock" -c "$SRC/requirements/runtime.lock" \
+            -r "$SRC/requirements/dev.txt"
+    fi
+    local site
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    rm -rf "$site/ductor.new"
+    cp -R "$SRC/lib/ductor" "$site/ductor.new"
+    find "$site/ductor.new" -name '__pycache__' -type d -prune -exec rm -rf {} +
+    rm -rf "$site/ductor"
+    mv "$site/ductor.new" "$site/ductor"
+    "$VENV/bin/python" -m compileall -q "$site/ductor"
+}
+
+install_programs() {
+    local program name
+    mkdir -p "$BIN_DIR"
+    for program in "$SRC"/bin/*; do
+        name=$(basename "$program")
+        {
+            printf '#!%s\n' "$VENV/bin/python"
+            tail -n +2 "$program"
+        } > "$BIN_DIR/$name.tmp"
+        chmod 0755 "$BIN_DIR/$name.tmp"
+        mv -f "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
+        echo "$BIN_DIR/$name" >> "$MANIFEST.new"
+    done
+    mkdir -p "$DOC_DIR"
+    cp -R "$SRC/README.md" "$SRC/docs" "$SRC/etc" "$DOC_DIR/"
+}
+
+install_config() {
+    mkdir -p "$CONF_DIR/agents"
+    install -d -m 0700 "$CONF_DIR/credentials"
+    if [ ! -e "$CONF_DIR/ductor.toml" ]; then
+        install -m 0644 "$SRC/etc/ductor.toml" "$CONF_DIR/ductor.toml"
+        say "Wrote the example configuration to $CONF_DIR/ductor.toml"
+    fi
+    # System mode: credentials stay root's; the manager hands them to the units with
+    # LoadCredential=, so the 'ductor' account never reads this directory itself.
+}
+
+ensure_account() {
+    if ! getent passwd "$ACCOUNT" >/dev/null; then
+        say "Creating the system account '$ACCOUNT'"
+        useradd --system --user-group --home-dir /var/lib/ductor --no-create-home \
+            --shell /usr/sbin/nologin --comment "ductor agents" "$ACCOUNT"
+    fi
+}
+
+enable_linger() {
+    local user
+    user=$(id -un)
+    if [ -e "/var/lib/systemd/linger/$user" ]; then
+        return 0
+    fi
+    if loginctl enable-linger "$user" >/dev/null 2>&1; then
+        say "Enabled lingering for $user: agents keep running after you log out."
+    else
+        warn "could not enable lingering for $user: agents will stop when you log out."
+        warn "fix it with: sudo loginctl enable-linger $user"
+    fi
+}
+
+manager() { systemctl "${SCOPE[@]}" "$@"; }
+
+reload_manager() {
+    if manager daemon-reload >/dev/null 2>&1; then
+        manager enable ductor.target >/dev/null 2>&1 || warn "could not enable ductor.target"
+        # Running agents pick up new templates; their targets are re-derived from config.
+        if [ -x "$BIN_DIR/ductor" ]; then
+            "$BIN_DIR/ductor" "${SCOPE[@]}" agent sync >/dev/null 2>&1 || true
+        fi
+    else
+        warn "the ${SCOPE[0]#--} service manager is not reachable; the units are installed"
+        warn "but not loaded. Once it runs: systemctl ${SCOPE[0]} daemon-reload"
+    fi
+}
+
+# Files a previous install wrote that this one did not: removed (renamed units etc.).
+prune_stale() {
+    [ -f "$MANIFEST" ] || return 0
+    local file
+    while IFS= read -r file; do
+        grep -qxF "$file" "$MANIFEST.new" 2>/dev/null || rm -f "$file"
+    done < "$MANIFEST"
+}
+
+uninstall() {
+    local file
+    if command -v systemctl >/dev/null 2>&1; then
+        manager disable --now 'ductor@*.target' ductor.target >/dev/null 2>&1 || true
+        manager stop 'ductor-*' >/dev/null 2>&1 || true
+    fi
+    if [ -f "$MANIFEST" ]; then
+        while IFS= read -r file; do
+            rm -f "$file"
+            rmdir "$(dirname "$file")" 2>/dev/null || true
+        done < "$MANIFEST"
+    fi
+    find "$UNIT_DIR" -maxdepth 1 -type d -name 'ductor*.d' -exec rm -rf {} + 2>/dev/null || true
+    rm -f "$UNIT_DIR/ductor.target.wants"/* 2>/dev/null || true
+    rmdir "$UNIT_DIR/ductor.target.wants" 2>/dev/null || true
+    if command -v systemctl >/dev/null 2>&1; then manager daemon-reload >/dev/null 2>&1 || true; fi
+}
+
+purge_data() {
+    local dirs
+    # Ask the library where the data lives, before the venv goes.
+    if [ -x "$VENV/bin/python" ]; then
+        dirs=$("$VENV/bin/python" - "$MODE" <<'PY'
+import sys
+from ductor.paths import Mode, resolve
+p = resolve(Mode(sys.argv[1]))
+print("\n".join(str(d) for d in (p.config_dir, p.state_dir, p.cache_dir)))
+PY
+) || dirs=
+        while IFS= read -r dir; do
+            [ -n "$dir" ] && [ "$dir" != / ] && rm -rf "$dir"
+        done <<< "$dirs"
+    fi
+    rm -rf "$CONF_DIR"
+    if [ "$MODE" = system ]; then
+        rm -rf /var/lib/ductor /var/cache/ductor
+        if getent passwd "$ACCOUNT" >/dev/null; then userdel "$ACCOUNT" 2>/dev/null || true; fi
+    fi
+}
+
+# --- main -------------------------------------------------------------------------------
+
+case "$ACTION" in
+    uninstall|purge)
+        [ "$ACTION" = purge ] && purge_data
+        uninstall
+        rm -rf "$DATA_DIR"
+        say "ductor removed."
+        if [ "$ACTION" = uninstall ]; then
+            say "Kept your configuration ($CONF_DIR) and agent data; --purge removes them."
+        fi
+        exit 0
+        ;;
+esac
+
+ensure_os_packages
+rm -f "$MANIFEST.new"
+mkdir -p "$DATA_DIR"
+[ "$MODE" = system ] && ensure_account
+install_venv
+install_programs
+install_units "$UNIT_DIR"
+install_config
+prune_stale
+mv -f "$MANIFEST.new" "$MANIFEST"
+[ "$MODE" = user ] && enable_linger
+reload_manager
+
+say ""
+say "ductor is installed ($MODE mode): programs in $BIN_DIR, units in $UNIT_DIR."
+if [ "$MODE" = user ]; then
+    case ":$PATH:" in
+        *":$BIN_DIR:"*) ;;
+        *) say "Add $BIN_DIR to your PATH (e.g. in ~/.profile) to run 'ductor' directly." ;;
+    esac
+fi
+if [ "$RUN_INIT" -eq 1 ]; then
+    exec "$BIN_DIR/ductor" "${SCOPE[@]}" init "${INIT_ARGS[@]}"
+fi
+say "Next: create your first agent with"
+say "  $BIN_DIR/ductor ${SCOPE[*]} init"

@@ -1,0 +1,287 @@
+"""``ductor doctor``: check what an agent needs and say how to fix what is missing."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import socket
+import stat
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ductor import agents, config
+from ductor.cli.context import Context
+from ductor.clipath import PROVIDER_COMMANDS, find_cli, logged_in, unit_path
+from ductor.errors import ConfigError, ExitCode
+from ductor.paths import Mode, systemd_version
+from ductor.units import Manager
+
+MIN_SYSTEMD = 252
+TEMPLATES = ("ductor.target", "ductor@.target")
+
+
+class Level(StrEnum):
+    OK = "ok"
+    INFO = "info"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+
+def check_systemd(manager: Manager) -> list[Check]:
+    version = systemd_version()
+    if version is None:
+        return [Check("systemd", Level.FAIL, "systemctl not found", "apt-get install systemd")]
+    checks = [
+        Check(
+            "systemd",
+            Level.OK if version >= MIN_SYSTEMD else Level.FAIL,
+            f"version {version}" + ("" if version >= MIN_SYSTEMD else f" (< {MIN_SYSTEMD})"),
+            "" if version >= MIN_SYSTEMD else "upgrade to Debian 12 / Ubuntu 24.04 or newer",
+        )
+    ]
+    state = manager.systemctl("is-system-running", check=False, timeout=15)
+    text = (state.stdout.strip() or state.stderr.strip() or "unreachable").splitlines()[0]
+    reachable = text in {"running", "degraded", "starting", "initializing", "maintenance"}
+    scope = " ".join(manager.scope)
+    checks.append(
+        Check(
+            "service manager",
+            Level.OK if reachable else Level.FAIL,
+            f"systemctl {scope}: {text}",
+            ""
+            if reachable
+            else (
+                "log in through a session (ssh or console) or run `loginctl enable-linger"
+                f" {getpass.getuser()}`, then check `systemctl --user status`"
+                if manager.mode is Mode.USER
+                else "boot with systemd as init"
+            ),
+        )
+    )
+    return checks
+
+
+def check_linger(mode: Mode) -> list[Check]:
+    if mode is Mode.SYSTEM:
+        return []
+    user = getpass.getuser()
+    lingering = Path("/var/lib/systemd/linger", user).exists()
+    return [
+        Check(
+            "lingering",
+            Level.OK if lingering else Level.WARN,
+            "agents keep running after you log out"
+            if lingering
+            else "agents stop when your last session ends",
+            "" if lingering else f"sudo loginctl enable-linger {user}",
+        )
+    ]
+
+
+def check_clis(ctx: Context, names: list[str]) -> list[Check]:
+    used: set[str] = set()
+    for name in names:
+        try:
+            used.add(config.load_agent_config(ctx.paths, name).provider)
+        except ConfigError:
+            continue
+    checks = []
+    for provider in sorted(PROVIDER_COMMANDS):
+        path = find_cli(provider)
+        level_missing = Level.FAIL if provider in used else Level.INFO
+        if path is None:
+            checks.append(
+                Check(
+                    f"{provider} CLI",
+                    level_missing,
+                    "not installed (looked in the PATH the units use: "
+                    f"{unit_path()})" + (" — an agent uses it" if provider in used else ""),
+                    INSTALL_HINTS[provider],
+                )
+            )
+            continue
+        ok, where = logged_in(provider)
+        checks.append(
+            Check(
+                f"{provider} CLI",
+                Level.OK if ok else (Level.WARN if provider in used else Level.INFO),
+                f"{path}; " + (f"credentials: {where}" if ok else f"not logged in (no {where})"),
+                "" if ok else LOGIN_HINTS[provider],
+            )
+        )
+    return checks
+
+
+INSTALL_HINTS = {
+    "claude": "npm install -g @anthropic-ai/claude-code",
+    "codex": "npm install -g @openai/codex",
+    "gemini": "npm install -g @google/gemini-cli",
+}
+LOGIN_HINTS = {
+    "claude": "run `claude` once and log in (or put ANTHROPIC_API_KEY in the agent's .env)",
+    "codex": "codex login",
+    "gemini": "run `gemini` once and log in (or put GEMINI_API_KEY in the agent's .env)",
+}
+
+
+def check_config(ctx: Context, names: list[str]) -> list[Check]:
+    checks = []
+    for name in names or [None]:
+        label = f"config {name}" if name else "config"
+        problems = (
+            config.validate_all(ctx.paths, name) if name else config.validate_global(ctx.paths)
+        )
+        if problems:
+            checks.extend(
+                Check(label, Level.FAIL, str(p), f"edit {p.file}" if p.file else "")
+                for p in problems
+            )
+        else:
+            checks.append(Check(label, Level.OK, "valid"))
+    return checks
+
+
+def check_credentials(ctx: Context, names: list[str]) -> list[Check]:
+    checks = []
+    me = os.getuid()
+    for name in names:
+        directory = ctx.paths.agent_credentials(name)
+        try:
+            cfg = config.load_agent_config(ctx.paths, name)
+        except ConfigError:
+            continue
+        needed = [config.TELEGRAM_TOKEN] if "telegram" in cfg.transports else []
+        for key in needed:
+            if not (directory / key).is_file() and not (
+                ctx.paths.credentials_dir and (ctx.paths.credentials_dir / key).is_file()
+            ):
+                checks.append(
+                    Check(
+                        f"credentials {name}",
+                        Level.FAIL,
+                        f"{directory / key} is missing",
+                        f"umask 077; $EDITOR {directory / key}",
+                    )
+                )
+        if not directory.is_dir():
+            continue
+        for file in sorted(directory.iterdir()):
+            st = file.stat()
+            loose = stat.S_IMODE(st.st_mode) & 0o077
+            if loose or st.st_uid != me:
+                checks.append(
+                    Check(
+                        f"credentials {name}",
+                        Level.FAIL,
+                        f"{file} is mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}",
+                        f"chown {me} {file} && chmod 600 {file}",
+                    )
+                )
+            else:
+                checks.append(Check(f"credentials {name}", Level.OK, f"{file.name}: mode 0600"))
+    return checks
+
+
+def check_units(ctx: Context, names: list[str]) -> list[Check]:
+    manager = ctx.manager
+    scope = " ".join(manager.scope)
+    installed = agents.installed_templates(manager, TEMPLATES)
+    missing = [t for t in TEMPLATES if t not in installed]
+    checks = [
+        Check(
+            "units installed",
+            Level.FAIL if missing else Level.OK,
+            f"missing: {', '.join(missing)}" if missing else ", ".join(TEMPLATES),
+            "./install.sh" + (" --system" if ctx.mode is Mode.SYSTEM else "") if missing else "",
+        )
+    ]
+    if not names:
+        return checks
+    shown = manager.show([agents.target(n) for n in names], ["UnitFileState", "ActiveState"])
+    for name, props in zip(names, shown, strict=True):
+        enabled = props.get("UnitFileState", "")
+        checks.append(
+            Check(
+                f"agent {name}",
+                Level.OK if enabled == "enabled" else Level.WARN,
+                f"{agents.target(name)}: {enabled or 'unknown'},"
+                f" {props.get('ActiveState', 'unknown')}",
+                ""
+                if enabled == "enabled"
+                else f"systemctl {scope} enable --now {agents.target(name)}",
+            )
+        )
+    return checks
+
+
+def check_sockets(ctx: Context, names: list[str]) -> list[Check]:
+    checks = []
+    for name in names:
+        path = ctx.paths.agent_socket(name)
+        if not path.exists():
+            if "ductor-agent@.socket" in agents.installed_templates(
+                ctx.manager, ["ductor-agent@.socket"]
+            ):
+                checks.append(
+                    Check(
+                        f"socket {name}",
+                        Level.WARN,
+                        f"{path} does not exist (agent not started)",
+                        f"systemctl {' '.join(ctx.manager.scope)} start {agents.target(name)}",
+                    )
+                )
+            continue
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(str(path))
+            checks.append(Check(f"socket {name}", Level.OK, f"{path} accepts connections"))
+        except OSError as exc:
+            checks.append(
+                Check(
+                    f"socket {name}",
+                    Level.FAIL,
+                    f"{path}: {exc.strerror}",
+                    f"systemctl {' '.join(ctx.manager.scope)} restart ductor-agent@{name}.socket",
+                )
+            )
+    return checks
+
+
+MARK = {Level.OK: "ok", Level.INFO: "--", Level.WARN: "!!", Level.FAIL: "XX"}
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
+    checks = [
+        *check_systemd(ctx.manager),
+        *check_linger(ctx.mode),
+        *check_config(ctx, names),
+        *check_credentials(ctx, names),
+        *check_clis(ctx, names),
+        *check_units(ctx, names),
+        *check_sockets(ctx, names),
+    ]
+    failed = [c for c in checks if c.level is Level.FAIL]
+    if ctx.json:
+        ctx.dump({"ok": not failed, "checks": [asdict(c) for c in checks]})
+    else:
+        for check in checks:
+            ctx.print(f"[{MARK[check.level]}] {check.name}: {check.detail}")
+            if check.fix and check.level in (Level.FAIL, Level.WARN):
+                ctx.print(f"     fix: {check.fix}")
+        ctx.print()
+        ctx.print(f"{len(failed)} problem(s) found." if failed else "Everything looks fine.")
+    if any(c.name.startswith("config") and c.level is Level.FAIL for c in checks):
+        return ExitCode.CONFIG
+    return ExitCode.FAILURE if failed else ExitCode.OK

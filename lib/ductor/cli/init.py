@@ -1,0 +1,254 @@
+"""``ductor init`` / ``ductor agent add``: create an agent, asking on a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ductor import agents
+from ductor.cli.context import Context
+from ductor.clipath import PROVIDER_COMMANDS, find_cli
+from ductor.errors import CommandError, UsageError
+from ductor.log import register_secret
+from ductor.paths import validate_agent_name
+
+TOKEN_FORMAT = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
+DEFAULT_MODELS = {"claude": "sonnet", "codex": "gpt-5-codex", "gemini": "gemini-2.5-pro"}
+TOKEN_ENV = "DUCTOR_TELEGRAM_TOKEN"  # noqa: S105 - a variable name
+
+HELP_BOT = """\
+Telegram bot token
+  In Telegram, open a chat with @BotFather, send /newbot and follow the questions.
+  BotFather answers with a token like 123456789:AAE...; paste it here (input is hidden).
+  It is stored in {where} (mode 0600), never in the config file."""
+HELP_USERS = """\
+Allowed Telegram user id(s)
+  Only these users may talk to the agent. To find your id, message @userinfobot
+  (or @RawDataBot) in Telegram; it replies with your numeric id. Several ids: 1,2,3."""
+HELP_PROVIDER = """\
+Default AI CLI: claude, codex or gemini. Installed here: {installed}."""
+HELP_TZ = """\
+Time zone for cron jobs, heartbeats and quiet hours (IANA name, e.g. Europe/Berlin)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, default_name: str | None) -> None:
+    if default_name is None:
+        parser.add_argument("name", help="agent name (lower-case letters, digits, _ or -)")
+    else:
+        parser.add_argument("name", nargs="?", default=default_name, help="agent name")
+    parser.add_argument(
+        "--telegram-token-file",
+        metavar="FILE",
+        help=f"read the bot token from FILE ('-' = stdin); or set ${TOKEN_ENV}."
+        " Never pass a token as an argument: argv is visible to every user.",
+    )
+    parser.add_argument(
+        "--user-id",
+        dest="user_ids",
+        metavar="ID[,ID...]",
+        action="append",
+        help="allowed Telegram user id(s); repeatable",
+    )
+    parser.add_argument("--group-id", dest="group_ids", metavar="ID", action="append")
+    parser.add_argument("--provider", choices=sorted(PROVIDER_COMMANDS))
+    parser.add_argument("--model", help="default model (default depends on the provider)")
+    parser.add_argument("--timezone", help="IANA time zone (default: this machine's)")
+    parser.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="never ask; fail with the list of missing values instead",
+    )
+    parser.add_argument("--no-enable", action="store_true", help="do not enable ductor@NAME.target")
+
+
+def _ids(values: list[str] | None, what: str) -> tuple[int, ...]:
+    ids: list[int] = []
+    for value in values or []:
+        for part in value.replace(" ", ",").split(","):
+            if not part:
+                continue
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise UsageError(f"{what} must be numbers, got {part!r}") from None
+    return tuple(ids)
+
+
+def local_timezone() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz and _valid_tz(tz):
+        return tz
+    try:
+        target = str(Path("/etc/localtime").readlink())
+        name = target.split("zoneinfo/", 1)[1]
+        if _valid_tz(name):
+            return name
+    except (OSError, IndexError):
+        pass
+    try:
+        name = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        if _valid_tz(name):
+            return name
+    except OSError:
+        pass
+    return "UTC"
+
+
+def _valid_tz(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _read_token_file(value: str) -> str:
+    if value == "-":
+        return sys.stdin.readline().strip()
+    try:
+        return Path(value).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the token file {value}: {exc.strerror}") from None
+
+
+def _ask(
+    prompt: str, check: Callable[[str], str | None], default: str = "", secret: bool = False
+) -> str:
+    while True:
+        shown = f"{prompt} [{default}]: " if default else f"{prompt}: "
+        try:
+            answer = getpass.getpass(shown) if secret else input(shown)
+        except EOFError:
+            raise UsageError("no answer (end of input)") from None
+        answer = answer.strip() or default
+        problem = check(answer)
+        if problem is None:
+            return answer
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _check_token(value: str) -> str | None:
+    if TOKEN_FORMAT.fullmatch(value):
+        return None
+    return "that does not look like a bot token (digits, ':', then 30+ letters/digits/_/-)"
+
+
+def _check_ids(value: str) -> str | None:
+    try:
+        return None if _ids([value], "user ids") else "give at least one id"
+    except UsageError as exc:
+        return str(exc)
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    name = validate_agent_name(args.name)
+    if agents.exists(ctx.paths, name):
+        raise UsageError(
+            f"agent {name!r} already exists ({ctx.paths.agent_config(name)});"
+            f" see `ductor status {name}`"
+        )
+    interactive = not args.non_interactive and sys.stdin.isatty()
+    installed = [p for p in sorted(PROVIDER_COMMANDS) if find_cli(p)]
+
+    token = None
+    if args.telegram_token_file:
+        token = _read_token_file(args.telegram_token_file)
+    elif os.environ.get(TOKEN_ENV):
+        token = os.environ[TOKEN_ENV].strip()
+    user_ids = _ids(args.user_ids, "user ids")
+    provider = args.provider
+    timezone = args.timezone
+
+    if interactive:
+        print(f"Creating agent {name!r}.\n")
+        if not token:
+            where = ctx.paths.agent_credentials(name) / "telegram-token"
+            print(HELP_BOT.format(where=where))
+            token = _ask("Bot token", _check_token, secret=True)
+        if not user_ids:
+            print(HELP_USERS)
+            user_ids = _ids([_ask("User id(s)", _check_ids)], "user ids")
+        if not provider:
+            print(HELP_PROVIDER.format(installed=", ".join(installed) or "none yet"))
+            provider = _ask(
+                "Provider",
+                lambda v: None if v in PROVIDER_COMMANDS else "choose claude, codex or gemini",
+                default=installed[0] if installed else "claude",
+            )
+        if not args.model:
+            args.model = _ask(
+                "Model", lambda v: None if v else "give a model", default=DEFAULT_MODELS[provider]
+            )
+        if not timezone:
+            print(HELP_TZ)
+            timezone = _ask(
+                "Time zone",
+                lambda v: None if _valid_tz(v) else f"unknown time zone {v!r}",
+                default=local_timezone(),
+            )
+    else:
+        missing = []
+        if not token:
+            missing.append(f"--telegram-token-file FILE (or ${TOKEN_ENV})")
+        if not user_ids:
+            missing.append("--user-id ID")
+        if missing:
+            raise UsageError("missing " + ", ".join(missing) + " (not asking: no terminal)")
+    provider = provider or "claude"
+    timezone = timezone or local_timezone()
+    if not _valid_tz(timezone):
+        raise UsageError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)")
+    assert token is not None
+    register_secret(token)
+    if _check_token(token):
+        raise UsageError("the Telegram bot token has the wrong format (expected 123456:ABC...)")
+
+    created = agents.create(
+        ctx.paths,
+        agents.NewAgent(
+            name=name,
+            telegram_token=token,
+            allowed_user_ids=user_ids,
+            allowed_group_ids=_ids(args.group_ids, "group ids"),
+            provider=provider,
+            model=args.model or DEFAULT_MODELS[provider],
+            timezone=timezone,
+        ),
+    )
+    print(f"Created agent {name!r}:")
+    for path in created:
+        print(f"  {path}")
+    if provider not in installed:
+        print(
+            f"\nNote: the {provider} CLI is not installed where the units look for it;"
+            " `ductor doctor` says how to fix that."
+        )
+
+    if not args.no_enable:
+        try:
+            agents.sync_target(ctx.paths, ctx.manager, name)
+            ctx.manager.systemctl("enable", agents.target(name))
+            print(f"\nEnabled {agents.target(name)}.")
+        except CommandError as exc:
+            print(f"\nCould not enable {agents.target(name)}: {exc}", file=sys.stderr)
+            print(
+                f"Run it later: systemctl {' '.join(ctx.manager.scope)} enable --now"
+                f" {agents.target(name)}",
+                file=sys.stderr,
+            )
+            return 1
+    flag = " ".join(ctx.manager.scope)
+    print(
+        "\nNext:\n"
+        f"  systemctl {flag} start {agents.target(name)}   # turn the agent on\n"
+        f"  ductor status {name}                          # see its units\n"
+        f"  ductor doctor                                 # check everything\n"
+        "  then write to your bot in Telegram."
+    )
+    return 0

@@ -1,0 +1,191 @@
+"""Argument parsing for ``ductor`` and the one place exceptions become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ductor import __version__, agents
+from ductor import log as ductor_log
+from ductor.cli import doctor, init, logs, status
+from ductor.cli.context import Context
+from ductor.errors import DuctorError, ExitCode, exit_code_for
+from ductor.paths import Mode, resolve
+
+Handler = Callable[[Context, argparse.Namespace], int]
+
+
+def _agent_action(verb: str) -> Handler:
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        name = agents.require(ctx.paths, args.name)
+        if verb in ("enable", "start", "restart"):
+            agents.sync_target(ctx.paths, ctx.manager, name)
+        extra = ["--now"] if verb in ("enable", "disable") and args.now else []
+        ctx.manager.systemctl(verb, *extra, agents.target(name))
+        ctx.print(f"{verb}: {agents.target(name)}")
+        return 0
+
+    return handler
+
+
+def _agent_sync(ctx: Context, args: argparse.Namespace) -> int:
+    names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
+    for name in names:
+        changed = agents.sync_target(ctx.paths, ctx.manager, name)
+        units = agents.wanted_units(ctx.paths, ctx.manager, name)
+        ctx.print(
+            f"{agents.target(name)}: wants {', '.join(units) or 'nothing yet'}"
+            + (" (updated)" if changed else "")
+        )
+    return 0
+
+
+def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
+    """Validate the config, then apply it: re-sync the target and reload what can."""
+    from ductor import config
+
+    name = agents.require(ctx.paths, args.name)
+    problems = config.validate_all(ctx.paths, name)
+    if problems:
+        for problem in problems:
+            logging.getLogger("ductor").error("config not applied: %s", problem)
+        raise problems[0]
+    agents.sync_target(ctx.paths, ctx.manager, name)
+    units = [u for u in agents.wanted_units(ctx.paths, ctx.manager, name) if u.endswith(".service")]
+    props = ctx.manager.show(units, ["Id", "ActiveState", "CanReload"])
+    reloaded = [
+        p["Id"] for p in props if p.get("ActiveState") == "active" and p.get("CanReload") == "yes"
+    ]
+    if reloaded:
+        ctx.manager.systemctl("reload", *reloaded)
+    ctx.print(f"config of {name} is valid; reloaded: {', '.join(reloaded) or 'nothing running'}")
+    return 0
+
+
+def _agent_remove(ctx: Context, args: argparse.Namespace) -> int:
+    removed = agents.remove(ctx.paths, ctx.manager, args.name, purge=args.purge)
+    for path in removed:
+        ctx.print(f"removed {path}")
+    if not args.purge:
+        ctx.print(
+            f"kept state and workspace: {ctx.paths.agent_state(args.name)} (delete with --purge)"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ductor",
+        description="Run AI coding CLIs (Claude Code, Codex, Gemini) as chat agents on systemd.",
+    )
+    parser.add_argument("--version", action="version", version=f"ductor {__version__}")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--user",
+        dest="mode",
+        action="store_const",
+        const=Mode.USER,
+        help="act on the user's agents (default)",
+    )
+    scope.add_argument(
+        "--system",
+        dest="mode",
+        action="store_const",
+        const=Mode.SYSTEM,
+        help="act on the system-wide agents (install.sh --system)",
+    )
+    parser.add_argument("--config-dir", type=Path, help="override the configuration directory")
+    parser.add_argument("--state-dir", type=Path, help="override the state directory")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "init",
+        help="create an agent (asks on a terminal)",
+        description="Create an agent: config, credentials, workspace, units.",
+    )
+    init.add_arguments(p, default_name="main")
+    p.set_defaults(handler=init.run)
+
+    p = sub.add_parser("agent", help="list, add, remove, enable, start, stop agents")
+    agent_sub = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    q = agent_sub.add_parser("list", help="every agent with its state")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=status.run_list)
+    q = agent_sub.add_parser("add", help="create an agent (like init)")
+    init.add_arguments(q, default_name=None)
+    q.set_defaults(handler=init.run)
+    q = agent_sub.add_parser("remove", help="stop and delete an agent (state kept)")
+    q.add_argument("name")
+    q.add_argument("--purge", action="store_true", help="also delete state and workspace")
+    q.set_defaults(handler=_agent_remove)
+    for verb, text in (
+        ("enable", "start the agent at boot"),
+        ("disable", "do not start the agent at boot"),
+        ("start", "turn the agent on now"),
+        ("stop", "turn the agent off now"),
+        ("restart", "restart all of the agent's units"),
+    ):
+        q = agent_sub.add_parser(verb, help=text)
+        q.add_argument("name")
+        if verb in ("enable", "disable"):
+            q.add_argument(
+                "--now",
+                action="store_true",
+                help=f"also {verb[:-1]}e it now" if verb == "enable" else "also stop it now",
+            )
+        q.set_defaults(handler=_agent_action(verb))
+    q = agent_sub.add_parser("reload", help="validate the config and apply it")
+    q.add_argument("name")
+    q.set_defaults(handler=_agent_reload)
+    q = agent_sub.add_parser("sync", help="re-derive which units each agent target wants")
+    q.add_argument("name", nargs="?")
+    q.set_defaults(handler=_agent_sync)
+
+    p = sub.add_parser("status", help="every agent's units: state, since, restarts, memory")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=status.run_status)
+
+    p = sub.add_parser("logs", help="the agent's journal")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-p", "--priority", help="e.g. err, warning, info (journalctl -p)")
+    p.add_argument("--since", help="e.g. '1 hour ago', today (journalctl --since)")
+    p.add_argument("-n", "--lines", type=int)
+    p.set_defaults(handler=logs.run)
+
+    p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=doctor.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ductor_log.setup("DEBUG" if args.verbose else "WARNING")
+    try:
+        paths = resolve(args.mode, config_dir=args.config_dir, state_dir=args.state_dir)
+        ctx = Context(paths=paths, json=getattr(args, "json", False))
+        handler: Handler = args.handler
+        return int(handler(ctx, args))
+    except DuctorError as exc:
+        print(f"ductor: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("ductor: interrupted", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception as exc:  # the last line of defence: no traceback for the user
+        logging.getLogger("ductor").debug("unexpected error", exc_info=True)
+        print(
+            f"ductor: internal error: {exc.__class__.__name__}: {exc} (run with -v for details)",
+            file=sys.stderr,
+        )
+        return int(exit_code_for(exc))

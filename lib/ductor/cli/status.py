@@ -1,0 +1,168 @@
+"""``ductor status`` and ``ductor agent list``: read with ``systemctl show``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from ductor import agents
+from ductor.cli.context import Context, table
+from ductor.units import Manager, parse_instance
+
+PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "ActiveEnterTimestamp",
+    "NRestarts",
+    "MemoryCurrent",
+    "NextElapseUSecRealtime",
+)
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    agent: str
+    unit: str
+    active: str
+    sub: str
+    enabled: str
+    since: str
+    restarts: int | None
+    memory_bytes: int | None
+    next_run: str
+
+    def row(self) -> list[str]:
+        return [
+            self.agent,
+            self.unit,
+            f"{self.active} ({self.sub})" if self.sub else self.active,
+            self.enabled or "-",
+            self.since or "-",
+            "-" if self.restarts is None else str(self.restarts),
+            _human_bytes(self.memory_bytes),
+            self.next_run or "-",
+        ]
+
+
+def agent_of(unit: str) -> str | None:
+    """The agent a ductor unit belongs to, from its instance name."""
+    prefix, sep, rest = unit.partition("@")
+    if not sep or not prefix.startswith("ductor") or "." not in rest:
+        return None
+    inst = rest.rsplit(".", 1)[0]
+    if not inst:
+        return None
+    return parse_instance(inst)[0]
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    number = int(value)
+    return None if number >= 2**63 else number  # systemd's "infinity"/unset
+
+
+def _human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024 or unit == "G":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return "-"
+
+
+def _timestamp(value: str) -> str:
+    # systemctl show prints e.g. "Sat 2026-11-21 20:11:10 UTC"; keep date and time.
+    parts = value.split()
+    return " ".join(parts[1:3]) if len(parts) >= 3 else value
+
+
+def collect(manager: Manager, names: list[str]) -> list[UnitStatus]:
+    units = [u for u in manager.list_units(["ductor*"]) if agent_of(u) in names]
+    targets = [agents.target(n) for n in names]
+    units = sorted(set(units) | set(targets), key=lambda u: (agent_of(u) or "", u))
+    statuses = []
+    for props in manager.show(units, PROPERTIES):
+        unit = props.get("Id", "")
+        if not unit:
+            continue
+        statuses.append(
+            UnitStatus(
+                agent=agent_of(unit) or "",
+                unit=unit,
+                active=props.get("ActiveState", "unknown")
+                if props.get("LoadState") != "not-found"
+                else "not-installed",
+                sub=props.get("SubState", "") if props.get("LoadState") != "not-found" else "",
+                enabled=props.get("UnitFileState", ""),
+                since=_timestamp(props.get("ActiveEnterTimestamp", "")),
+                restarts=_int(props.get("NRestarts")),
+                memory_bytes=_int(props.get("MemoryCurrent")),
+                next_run=_timestamp(props.get("NextElapseUSecRealtime", "")),
+            )
+        )
+    return statuses
+
+
+def run_status(ctx: Context, args: argparse.Namespace) -> int:
+    names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
+    statuses = collect(ctx.manager, names) if names else []
+    if ctx.json:
+        ctx.dump(
+            {
+                "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "mode": str(ctx.mode),
+                "agents": names,
+                "units": [asdict(s) for s in statuses],
+            }
+        )
+        return 0
+    if not names:
+        ctx.print("No agents yet. Create one with `ductor init`.")
+        return 0
+    header = ["agent", "unit", "active", "enabled", "since", "restarts", "memory", "next"]
+    ctx.print(table([s.row() for s in statuses], header))
+    return 0
+
+
+def run_list(ctx: Context, args: argparse.Namespace) -> int:
+    from ductor import config
+
+    names = agents.list_agents(ctx.paths)
+    shown = (
+        ctx.manager.show([agents.target(n) for n in names], ["ActiveState", "UnitFileState"])
+        if names
+        else []
+    )
+    rows = []
+    for name, props in zip(names, shown, strict=True):
+        try:
+            cfg = config.load_agent_config(ctx.paths, name)
+            provider, model, transports = cfg.provider, cfg.model, ",".join(cfg.transports)
+        except Exception as exc:  # a broken config is listed, not fatal here
+            provider, model, transports = "?", "?", f"config error: {exc}"
+        rows.append(
+            {
+                "name": name,
+                "active": props.get("ActiveState", "unknown"),
+                "enabled": props.get("UnitFileState", "") or "-",
+                "provider": provider,
+                "model": model,
+                "transports": transports,
+                "config": str(ctx.paths.agent_config(name)),
+            }
+        )
+    if ctx.json:
+        ctx.dump(rows)
+    elif not rows:
+        ctx.print("No agents yet. Create one with `ductor init`.")
+    else:
+        keys = ["name", "active", "enabled", "provider", "model", "transports", "config"]
+        ctx.print(table([[str(r[k]) for k in keys] for r in rows], keys))
+    return 0
