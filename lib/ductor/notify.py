@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class Notifier:
         env = os.environ if env is None else env
         self._address = env.get("NOTIFY_SOCKET", "")
         self._watchdog_usec = _watchdog_usec(env)
-        self._client: object | None = None
+        self._client: Any = None
         self._warned = False
 
     @property
@@ -48,7 +49,7 @@ class Notifier:
             # sdnotify encodes str as latin-1; handing it the UTF-8 bytes spelled as
             # latin-1 makes the datagram carry exactly those UTF-8 bytes.
             latin = message.encode("utf-8").decode("latin-1")
-            self._client.notify(latin)  # type: ignore[attr-defined]
+            self._client.notify(latin)
         except Exception as exc:
             if not self._warned:
                 log.warning("sd_notify to %s failed: %s", self._address, exc)

@@ -53,6 +53,8 @@ def test_bin_programs_are_thin_python_entry_points() -> None:
 
 def test_shell_scripts_are_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
-        pytest.fail("shellcheck is not installed (tests/run installs it: apt-get install shellcheck)")
+        pytest.fail(
+            "shellcheck is not installed (tests/run installs it: apt-get install shellcheck)"
+        )
     result = _run(["shellcheck", "--severity=style", *map(str, shell_scripts())])
     assert result.returncode == 0, result.stdout + result.stderr

@@ -135,18 +135,18 @@ LOGIN_HINTS = {
 
 
 def check_config(ctx: Context, names: list[str]) -> list[Check]:
-    checks = []
-    for name in names or [None]:
+    checks: list[Check] = []
+    targets: list[str | None] = list(names) or [None]
+    for name in targets:
         label = f"config {name}" if name else "config"
-        problems = (
-            config.validate_all(ctx.paths, name) if name else config.validate_global(ctx.paths)
-        )
-        if problems:
-            checks.extend(
-                Check(label, Level.FAIL, str(p), f"edit {p.file}" if p.file else "")
-                for p in problems
-            )
+        if name:
+            problems = config.validate_all(ctx.paths, name)
         else:
+            problems = config.validate_global(ctx.paths)
+        checks.extend(
+            Check(label, Level.FAIL, str(p), f"edit {p.file}" if p.file else "") for p in problems
+        )
+        if not problems:
             checks.append(Check(label, Level.OK, "valid"))
     return checks
 

@@ -110,7 +110,11 @@ def test_hardening_drop_ins_lower_the_exposure(rendered: dict[str, Path], tmp_pa
         bare = analyze("user", tmp_path, "security", "--offline=true", "--no-pager", unit)
         hardened_dir = rendered["user"]
         hardened = analyze(
-            "user", hardened_dir, "security", "--offline=true", "--no-pager",
+            "user",
+            hardened_dir,
+            "security",
+            "--offline=true",
+            "--no-pager",
             instantiate(hardened_dir, template),
         )
         scores = [

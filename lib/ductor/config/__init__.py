@@ -1,0 +1,144 @@
+"""Configuration of ductor agents: schema, loading, validation, edits and secrets.
+
+Effective config of agent NAME = schema defaults, overlaid by ``CONFIG_DIR/ductor.toml``,
+overlaid by ``CONFIG_DIR/agents/NAME.toml`` (tables merged key by key, arrays replaced).
+Stdlib + tomlkit only. Oneshots load config on their fast path, so the editing half
+(and tomlkit) is imported only when an edit function is first used. See docs/config.md.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from ductor.config.load import (
+    changed_keys,
+    get_value,
+    is_hot,
+    load_agent_config,
+    load_files,
+    restart_needed,
+    validate_all,
+    validate_global,
+)
+from ductor.config.schema import (
+    FILE_ACCESS,
+    HOT_KEYS,
+    IMAGE_FORMATS,
+    LANGUAGES,
+    LOG_LEVELS,
+    PERMISSION_MODES,
+    PROVIDERS,
+    REASONING_EFFORTS,
+    SCHEMA_KEYS,
+    TRANSPORTS,
+    AgentConfig,
+    ChatTarget,
+    CleanupConfig,
+    CliParametersConfig,
+    CronConfig,
+    CronDeliveryRetryConfig,
+    CronPreflightConfig,
+    HeartbeatConfig,
+    HeartbeatTarget,
+    ImageConfig,
+    LimitsConfig,
+    MatrixConfig,
+    MemoryCompactionConfig,
+    MemoryConfig,
+    MemoryFlushConfig,
+    MemoryReflectionConfig,
+    NotificationsConfig,
+    SceneConfig,
+    SkillsConfig,
+    SkillSyncConfig,
+    StreamingConfig,
+    TasksConfig,
+    TelegramConfig,
+    TimeoutsConfig,
+    TranscriptionConfig,
+    WebhooksConfig,
+)
+from ductor.config.secrets import (
+    GEMINI_API_KEY,
+    KNOWN_SECRETS,
+    MATRIX_ACCESS_TOKEN,
+    MATRIX_PASSWORD,
+    TELEGRAM_TOKEN,
+    WEBHOOK_TOKEN,
+    read_secret,
+    remove_secret,
+    secret_path,
+    write_secret,
+)
+
+__all__ = [
+    "FILE_ACCESS",
+    "GEMINI_API_KEY",
+    "HOT_KEYS",
+    "IMAGE_FORMATS",
+    "KNOWN_SECRETS",
+    "LANGUAGES",
+    "LOG_LEVELS",
+    "MATRIX_ACCESS_TOKEN",
+    "MATRIX_PASSWORD",
+    "PERMISSION_MODES",
+    "PROVIDERS",
+    "REASONING_EFFORTS",
+    "SCHEMA_KEYS",
+    "TELEGRAM_TOKEN",
+    "TRANSPORTS",
+    "WEBHOOK_TOKEN",
+    "AgentConfig",
+    "ChatTarget",
+    "CleanupConfig",
+    "CliParametersConfig",
+    "CronConfig",
+    "CronDeliveryRetryConfig",
+    "CronPreflightConfig",
+    "HeartbeatConfig",
+    "HeartbeatTarget",
+    "ImageConfig",
+    "LimitsConfig",
+    "MatrixConfig",
+    "MemoryCompactionConfig",
+    "MemoryConfig",
+    "MemoryFlushConfig",
+    "MemoryReflectionConfig",
+    "NotificationsConfig",
+    "SceneConfig",
+    "SkillSyncConfig",
+    "SkillsConfig",
+    "StreamingConfig",
+    "TasksConfig",
+    "TelegramConfig",
+    "TimeoutsConfig",
+    "TranscriptionConfig",
+    "WebhooksConfig",
+    "changed_keys",
+    "get_value",
+    "is_hot",
+    "load_agent_config",
+    "load_files",
+    "read_secret",
+    "remove_secret",
+    "remove_value",
+    "restart_needed",
+    "secret_path",
+    "set_value",
+    "set_values",
+    "validate_all",
+    "validate_global",
+    "value_from_text",
+    "write_secret",
+]
+
+if TYPE_CHECKING:
+    from ductor.config.edit import remove_value, set_value, set_values, value_from_text
+
+_EDIT_FUNCTIONS = frozenset({"remove_value", "set_value", "set_values", "value_from_text"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EDIT_FUNCTIONS:
+        from ductor.config import edit
+
+        return getattr(edit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
