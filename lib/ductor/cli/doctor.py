@@ -88,6 +88,19 @@ def check_linger(mode: Mode) -> list[Check]:
     ]
 
 
+def manager_environment(manager: Manager) -> dict[str, str]:
+    """The environment the manager gives its units (PATH above all), or ours."""
+    result = manager.systemctl("show-environment", check=False, timeout=15)
+    env = dict(os.environ)
+    if result.ok:
+        env.pop("PATH", None)
+        for line in result.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key in ("PATH", "HOME"):
+                env[key] = value
+    return env
+
+
 def check_clis(ctx: Context, names: list[str]) -> list[Check]:
     used: set[str] = set()
     for name in names:
@@ -95,22 +108,22 @@ def check_clis(ctx: Context, names: list[str]) -> list[Check]:
             used.add(config.load_agent_config(ctx.paths, name).provider)
         except ConfigError:
             continue
-    checks = []
+    env = manager_environment(ctx.manager)
+    checks = [Check("PATH for the CLIs", Level.INFO, unit_path(env))]
     for provider in sorted(PROVIDER_COMMANDS):
-        path = find_cli(provider)
+        path = find_cli(provider, env)
         level_missing = Level.FAIL if provider in used else Level.INFO
         if path is None:
             checks.append(
                 Check(
                     f"{provider} CLI",
                     level_missing,
-                    "not installed (looked in the PATH the units use: "
-                    f"{unit_path()})" + (" — an agent uses it" if provider in used else ""),
+                    "not installed" + (" — an agent uses it" if provider in used else ""),
                     INSTALL_HINTS[provider],
                 )
             )
             continue
-        ok, where = logged_in(provider)
+        ok, where = logged_in(provider, env)
         checks.append(
             Check(
                 f"{provider} CLI",

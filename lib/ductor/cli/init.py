@@ -244,11 +244,14 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             )
             return 1
     flag = " ".join(ctx.manager.scope)
-    print(
-        "\nNext:\n"
-        f"  systemctl {flag} start {agents.target(name)}   # turn the agent on\n"
-        f"  ductor status {name}                          # see its units\n"
-        f"  ductor doctor                                 # check everything\n"
-        "  then write to your bot in Telegram."
-    )
+    steps = [
+        (f"systemctl {flag} start {agents.target(name)}", "turn the agent on"),
+        (f"ductor status {name}", "see its units"),
+        ("ductor doctor", "check the CLIs, config and units"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    print("\nNext:")
+    for command, why in steps:
+        print(f"  {command.ljust(width)}  # {why}")
+    print("  then write to your bot in Telegram.")
     return 0

@@ -1,0 +1,166 @@
+"""The `ductor` command as a user runs it, against temporary directories (the systemd
+side is covered by tests/systemd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "123456789:AAEexampleexampleexampleexample_-xy"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def ductor(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "DUCTOR_STATE_DIR": str(home / "state"),
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "bin" / "ductor"), *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def init(home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return ductor(
+        home,
+        "init",
+        "main",
+        "--non-interactive",
+        "--no-enable",
+        "--user-id",
+        "42,43",
+        "--timezone",
+        "Europe/Berlin",
+        "--telegram-token-file",
+        "-",
+        *extra,
+        input=TOKEN + "\n",
+    )
+
+
+def test_init_writes_config_credentials_and_workspace(home: Path) -> None:
+    result = init(home)
+    assert result.returncode == 0, result.stderr
+    config = (home / ".config/ductor/agents/main.toml").read_text()
+    assert "allowed_user_ids = [42, 43]" in config
+    assert 'user_timezone = "Europe/Berlin"' in config
+    token = home / ".config/ductor/credentials/main/telegram-token"
+    assert token.read_text().strip() == TOKEN
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert (home / "state/main/workspace/memory_system/MAINMEMORY.md").is_file()
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_init_without_a_terminal_names_every_missing_value(home: Path) -> None:
+    result = ductor(home, "init", "main", "--no-enable", input="")
+    assert result.returncode == 2
+    assert "--telegram-token-file" in result.stderr and "--user-id" in result.stderr
+
+
+def test_init_refuses_a_token_of_the_wrong_shape_without_echoing_it(home: Path) -> None:
+    result = ductor(
+        home,
+        "init",
+        "--non-interactive",
+        "--no-enable",
+        "--user-id",
+        "1",
+        "--telegram-token-file",
+        "-",
+        input="not-a-token-at-all-secret\n",
+    )
+    assert result.returncode == 2
+    assert "wrong format" in result.stderr
+    assert "not-a-token-at-all-secret" not in result.stderr
+
+
+def test_init_twice_refuses_to_overwrite_the_agent(home: Path) -> None:
+    assert init(home).returncode == 0
+    again = init(home)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_agent_list_json_shows_provider_model_and_transports(home: Path) -> None:
+    init(home, "--provider", "codex", "--model", "gpt-5-codex")
+    rows = json.loads(ductor(home, "agent", "list", "--json").stdout)
+    assert rows[0]["name"] == "main"
+    assert rows[0]["provider"] == "codex"
+    assert rows[0]["model"] == "gpt-5-codex"
+    assert rows[0]["transports"] == "telegram"
+
+
+def test_unknown_agent_is_a_usage_error_that_lists_known_agents(home: Path) -> None:
+    init(home)
+    result = ductor(home, "status", "nosuch")
+    assert result.returncode == 2
+    assert "known agents: main" in result.stderr
+
+
+def test_doctor_names_file_key_and_line_of_a_broken_config_and_exits_78(home: Path) -> None:
+    init(home)
+    path = home / ".config/ductor/agents/main.toml"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, "", "[streaming]", 'edit_interval_seconds = "fast"']) + "\n")
+    result = ductor(home, "doctor", "main")
+    assert result.returncode == 78
+    assert f"{path}:{len(lines) + 3}: streaming.edit_interval_seconds" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_doctor_reports_bad_toml_syntax_with_its_line(home: Path) -> None:
+    init(home)
+    path = home / ".config/ductor/ductor.toml"
+    path.write_text("language = 'en'\n[streaming\n")
+    result = ductor(home, "doctor", "--json")
+    assert result.returncode == 78
+    checks = json.loads(result.stdout)["checks"]
+    assert any(f"{path}:2" in c["detail"] for c in checks if c["level"] == "fail")
+
+
+def test_doctor_flags_a_token_file_others_can_read_with_the_chmod_fix(home: Path) -> None:
+    init(home)
+    token = home / ".config/ductor/credentials/main/telegram-token"
+    token.chmod(0o644)
+    result = ductor(home, "doctor", "main")
+    assert result.returncode != 0
+    assert f"chmod 600 {token}" in result.stdout
+
+
+def test_every_subcommand_has_help() -> None:
+    for args in (
+        ["--help"],
+        ["init", "--help"],
+        ["agent", "--help"],
+        ["agent", "add", "--help"],
+        ["status", "--help"],
+        ["logs", "--help"],
+        ["doctor", "--help"],
+    ):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "bin" / "ductor"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, args
+        assert "usage: ductor" in result.stdout
