@@ -14,6 +14,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# useradd, loginctl and friends live in sbin, which some root shells leave out of PATH.
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 MODE=user
 DEV=0
 ACTION=install

@@ -162,9 +162,6 @@ class Manager:
         names |= {line.split()[0] for line in files.splitlines() if line.strip()}
         return sorted(n for n in names if not n.startswith("●"))
 
-    def journalctl_argv(self, *args: str) -> list[str]:
-        return ["journalctl", *(["--user"] if self.mode is Mode.USER else []), *args]
-
 
 def parse_show(text: str, count: int) -> list[dict[str, str]]:
     blocks: list[dict[str, str]] = [{}]

@@ -164,3 +164,57 @@ def test_every_subcommand_has_help() -> None:
         )
         assert result.returncode == 0, args
         assert "usage: ductor" in result.stdout
+
+
+def test_init_on_a_terminal_asks_for_each_value_and_explains_where_to_get_it(
+    home: Path,
+) -> None:
+    import pty
+    import select
+    import time
+
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "DUCTOR_STATE_DIR": str(home / "state"),
+    }
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: ductor on a terminal
+        os.execve(
+            sys.executable,
+            [sys.executable, str(REPO / "bin" / "ductor"), "init", "--no-enable"],
+            env,
+        )
+    answers = [
+        ("Bot token", TOKEN),
+        ("User id(s)", "42"),
+        ("Provider", "gemini"),
+        ("Model", ""),
+        ("Time zone", "Asia/Tokyo"),
+    ]
+    seen = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096).decode(errors="replace")
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        last = seen.rsplit("\n", 1)[-1]
+        if answers and last.startswith(answers[0][0]) and last.rstrip().endswith(":"):
+            os.write(fd, (answers.pop(0)[1] + "\n").encode())
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert "@BotFather" in seen and "@userinfobot" in seen
+    assert TOKEN not in seen  # the token prompt does not echo
+    config = (home / ".config/ductor/agents/main.toml").read_text()
+    assert 'provider = "gemini"' in config
+    assert 'model = "gemini-2.5-pro"' in config
+    assert 'user_timezone = "Asia/Tokyo"' in config

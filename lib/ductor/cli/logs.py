@@ -9,19 +9,24 @@ import shutil
 from ductor import agents
 from ductor.cli.context import Context
 from ductor.errors import DuctorError
+from ductor.paths import Mode
 from ductor.units import instance
 
 
 def journal_argv(ctx: Context, args: argparse.Namespace) -> list[str]:
     inst = instance(args.name)
-    argv = ctx.manager.journalctl_argv(
+    # --user-unit, not --user --unit: it also finds user units of system accounts
+    # (root included), whose messages journald keeps in the system journal.
+    match = "--user-unit" if ctx.mode is Mode.USER else "--unit"
+    argv = [
+        "journalctl",
         "--no-pager" if not args.follow else "--follow",
         "-o",
         "short-iso",
-        f"--unit=ductor@{inst}.target",
-        f"--unit=ductor-*@{inst}.*",
-        f"--unit=ductor-*@{inst}:*",
-    )
+        f"{match}=ductor@{inst}.target",
+        f"{match}=ductor-*@{inst}.*",
+        f"{match}=ductor-*@{inst}:*",
+    ]
     if args.priority:
         argv.append(f"--priority={args.priority}")
     if args.since:

@@ -1,0 +1,219 @@
+"""install.sh, `ductor init`, `doctor`, `status` and the agent target, inside a real
+systemd booted for the test (user manager of root, then the system manager)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.systemd
+
+SRC = "/opt/ductor-src"
+TOKEN = "123456789:AAEexampleexampleexampleexample_-xy"
+OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/opt/wheelhouse", "HOME": "/root"}
+USER_ENV = {**OFFLINE, "XDG_RUNTIME_DIR": "/run/user/0", "PATH": "/root/.local/bin:/usr/bin:/bin"}
+UNIT_DIR = "/root/.config/systemd/user"
+CONFIG = "/root/.config/ductor"
+
+
+def sh(
+    systemd: Any,
+    script: str,
+    *,
+    check: bool = True,
+    user: bool = True,
+    input: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    env = (
+        USER_ENV
+        if user
+        else {**OFFLINE, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    )
+    result: subprocess.CompletedProcess[str] = systemd.run(
+        ["env", *(f"{k}={v}" for k, v in env.items()), "bash", "-c", script],
+        check=False,
+        timeout=timeout,
+        input=input,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script!r} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def installed(systemd: Any) -> Any:
+    sh(systemd, f"{SRC}/install.sh")
+    return systemd
+
+
+def test_user_install_puts_programs_units_and_example_config_in_place(installed: Any) -> None:
+    out = sh(installed, f"ls {UNIT_DIR}; ls /root/.local/bin; ls {CONFIG}").stdout.split()
+    for expected in (
+        "ductor.target",
+        "ductor@.target",
+        "ductor-reload@.service",
+        "ductor",
+        "ductor.toml",
+    ):
+        assert expected in out
+    assert sh(installed, "systemctl --user is-enabled ductor.target").stdout.strip() == "enabled"
+    shebang = sh(installed, "head -1 /root/.local/bin/ductor").stdout.strip()
+    assert shebang == "#!/root/.local/share/ductor/venv/bin/python"
+    assert sh(installed, "ductor --version").stdout.strip().startswith("ductor ")
+
+
+def test_user_install_enables_lingering_or_says_how(installed: Any) -> None:
+    assert sh(installed, "test -e /var/lib/systemd/linger/root", check=False).returncode == 0
+
+
+def test_install_again_upgrades_in_place_and_keeps_the_users_config(installed: Any) -> None:
+    sh(installed, f"echo '# my own note' >> {CONFIG}/ductor.toml")
+    before = sh(installed, f"cd {UNIT_DIR} && find . -type f | sort | xargs sha256sum").stdout
+    sh(installed, f"{SRC}/install.sh")
+    after = sh(installed, f"cd {UNIT_DIR} && find . -type f | sort | xargs sha256sum").stdout
+    assert before == after
+    assert "# my own note" in sh(installed, f"cat {CONFIG}/ductor.toml").stdout
+
+
+@pytest.fixture(scope="module")
+def agent(installed: Any) -> Any:
+    sh(
+        installed,
+        "ductor init main --non-interactive --user-id 42 --timezone Europe/Berlin"
+        " --telegram-token-file -",
+        input=TOKEN + "\n",
+    )
+    return installed
+
+
+def test_init_writes_config_and_a_private_token_and_enables_the_target(agent: Any) -> None:
+    config = sh(agent, f"cat {CONFIG}/agents/main.toml").stdout
+    assert "42" in config and "Europe/Berlin" in config
+    assert TOKEN not in config
+    mode = sh(agent, f"stat -c '%a %s' {CONFIG}/credentials/main/telegram-token").stdout.split()
+    assert mode[0] == "600"
+    assert sh(agent, "systemctl --user is-enabled ductor@main.target").stdout.strip() == "enabled"
+    assert sh(agent, "ls /root/.config/ductor/main/workspace/memory_system").stdout.strip() == (
+        "MAINMEMORY.md"
+    )
+
+
+def test_the_token_never_appears_in_the_journal(agent: Any) -> None:
+    assert TOKEN not in agent.run(["journalctl", "--no-pager", "-o", "cat"], check=False).stdout
+
+
+def test_starting_the_agent_target_activates_what_is_installed(agent: Any) -> None:
+    sh(agent, "systemctl --user start ductor@main.target")
+    state = sh(agent, "systemctl --user is-active ductor@main.target ductor-config@main.path")
+    assert state.stdout.split() == ["active", "active"]
+
+
+def test_status_lists_the_agents_units_from_systemctl_show(agent: Any) -> None:
+    sh(agent, "systemctl --user start ductor@main.target")
+    data = json.loads(sh(agent, "ductor status --json").stdout)
+    units = {u["unit"]: u for u in data["units"]}
+    assert units["ductor@main.target"]["active"] == "active"
+    assert units["ductor-config@main.path"]["active"] == "active"
+    assert all(u["agent"] == "main" for u in data["units"])
+    table = sh(agent, "ductor status main").stdout
+    assert "ductor@main.target" in table and "active" in table
+
+
+def test_doctor_reports_the_missing_cli_with_a_fix_instead_of_crashing(agent: Any) -> None:
+    result = sh(agent, "ductor doctor --json", check=False)
+    assert result.returncode == 1, result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    claude = next(c for c in checks if c["name"] == "claude CLI")
+    assert claude["level"] == "fail"
+    assert "npm install" in claude["fix"]
+    names = {c["name"]: c["level"] for c in checks}
+    assert names["config main"] == "ok"
+    assert names["units installed"] == "ok"
+    assert names["agent main"] == "ok"
+    text = sh(agent, "ductor doctor", check=False).stdout
+    assert "fix: npm install -g @anthropic-ai/claude-code" in text
+
+
+def test_a_broken_config_is_refused_with_file_key_and_line(agent: Any) -> None:
+    path = f"{CONFIG}/agents/main.toml"
+    original = sh(agent, f"cat {path}").stdout
+    try:
+        sh(agent, f"printf '\\n[streaming]\\nedit_interval_seconds = \"fast\"\\n' >> {path}")
+        line = len(original.splitlines()) + 3
+        result = sh(agent, "ductor doctor", check=False)
+        assert result.returncode == 78
+        assert f"{path}:{line}" in result.stdout
+        assert "streaming.edit_interval_seconds" in result.stdout
+        assert "Traceback" not in result.stdout + result.stderr
+        # The .path unit noticed the save; the reload refused it and said why.
+        agent.wait_until(
+            lambda: (
+                "edit_interval_seconds" in sh(agent, "ductor logs main -n 200", check=False).stdout
+            ),
+            timeout=30,
+        )
+        failed = sh(
+            agent, "systemctl --user show -p Result,ExecMainStatus ductor-reload@main.service"
+        )
+        assert "ExecMainStatus=78" in failed.stdout
+    finally:
+        sh(agent, f"cat > {path} <<'EOF'\n{original}EOF")
+
+
+def test_logs_shows_the_agents_units(agent: Any) -> None:
+    out = sh(agent, "ductor logs main -n 100", check=False).stdout
+    assert "ductor-reload" in out or "ductor agent main" in out
+
+
+def test_uninstall_removes_programs_and_units_but_keeps_config(agent: Any) -> None:
+    sh(agent, f"{SRC}/install.sh --uninstall")
+    assert sh(agent, "test -e /root/.local/bin/ductor", check=False).returncode == 1
+    assert sh(agent, f"test -e {UNIT_DIR}/ductor@.target", check=False).returncode == 1
+    assert sh(agent, f"test -e {CONFIG}/agents/main.toml").returncode == 0
+    # and a fresh install picks the agent up again
+    sh(agent, f"{SRC}/install.sh")
+    assert "main" in sh(agent, "ductor agent list").stdout
+
+
+def test_system_install_runs_agents_under_a_dedicated_account(installed: Any) -> None:
+    sh(installed, f"{SRC}/install.sh --system", user=False)
+    sh(installed, "id ductor", user=False)
+    sh(
+        installed,
+        "ductor --system init ops --non-interactive --user-id 7 --timezone UTC"
+        " --telegram-token-file -",
+        user=False,
+        input=TOKEN + "\n",
+    )
+    assert (
+        sh(
+            installed, "stat -c %a /etc/ductor/credentials/ops/telegram-token", user=False
+        ).stdout.strip()
+        == "600"
+    )
+    sh(installed, "systemctl start ductor@ops.target", user=False)
+    data = json.loads(sh(installed, "ductor --system status --json", user=False).stdout)
+    active = {u["unit"]: u["active"] for u in data["units"]}
+    assert active["ductor@ops.target"] == "active"
+    assert active["ductor-config@ops.path"] == "active"
+    # a config change is validated and applied by the system reload unit
+    sh(installed, "sed -i '1i language = \"de\"' /etc/ductor/agents/ops.toml", user=False)
+    installed.wait_until(
+        lambda: (
+            "config of ops is valid"
+            in sh(
+                installed,
+                "journalctl -u ductor-reload@ops.service --no-pager -o cat",
+                user=False,
+                check=False,
+            ).stdout
+        ),
+        timeout=30,
+    )
