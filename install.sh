@@ -84,7 +84,9 @@ render() {
     {
         printf '# Installed by ductor install.sh (%s mode); local changes belong in a drop-in:\n' "$MODE"
         printf '# systemctl %s edit %s\n' "${SCOPE[0]}" "$(basename "$2")"
-        sed -e "s|@BINDIR@|$BIN_DIR|g" -e "s|@DOCDIR@|$DOC_DIR|g" "$1"
+        # Templates name the system-mode locations; other installs get theirs.
+        sed -e "s|/usr/local/bin/ductor|$BIN_DIR/ductor|g" \
+            -e "s|file:///opt/ductor/doc/|file://$DOC_DIR/|g" "$1"
     } > "$2.tmp"
     chmod 0644 "$2.tmp"
     mv -f "$2.tmp" "$2"

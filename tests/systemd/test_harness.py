@@ -119,7 +119,8 @@ def test_a_user_unit_file_copied_in_starts_and_logs(systemd: BootedSystemd, tmp_
         "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
         f"ExecStart=/bin/sh -c '{ECHO_THEN_SYNC.replace('$', '$$')}' sh {token}\n"
     )
-    inside = f"/root/.config/systemd/user/{name}"
+    home = systemd.run(["sh", "-c", 'echo "$HOME"']).stdout.strip()
+    inside = f"{home}/.config/systemd/user/{name}"
     systemd.copy_in(tmp_path / name, inside)
     try:
         systemd.run(["systemctl", "daemon-reload"], user=True)

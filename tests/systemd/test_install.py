@@ -13,10 +13,11 @@ pytestmark = pytest.mark.systemd
 
 SRC = "/opt/ductor-src"
 TOKEN = "123456789:AAEexampleexampleexampleexample_-xy"
-OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/opt/wheelhouse", "HOME": "/root"}
-USER_ENV = {**OFFLINE, "XDG_RUNTIME_DIR": "/run/user/0", "PATH": "/root/.local/bin:/usr/bin:/bin"}
-UNIT_DIR = "/root/.config/systemd/user"
-CONFIG = "/root/.config/ductor"
+OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/opt/wheelhouse"}
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Paths in root's home inside the test system, spelled for the shell that runs them.
+UNIT_DIR = "$HOME/.config/systemd/user"
+CONFIG = "$HOME/.config/ductor"
 
 
 def sh(
@@ -28,13 +29,16 @@ def sh(
     input: str | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    env = (
-        USER_ENV
-        if user
-        else {**OFFLINE, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-    )
+    path = f"$HOME/.local/bin:{SYSTEM_PATH}" if user else SYSTEM_PATH
+    env = {**OFFLINE, "XDG_RUNTIME_DIR": "/run/user/0"} if user else OFFLINE
     result: subprocess.CompletedProcess[str] = systemd.run(
-        ["env", *(f"{k}={v}" for k, v in env.items()), "bash", "-c", script],
+        [
+            "env",
+            *(f"{k}={v}" for k, v in env.items()),
+            "bash",
+            "-c",
+            f'export PATH="{path}"; {script}',
+        ],
         check=False,
         timeout=timeout,
         input=input,
@@ -47,6 +51,10 @@ def sh(
     return result
 
 
+def home(systemd: Any) -> str:
+    return str(sh(systemd, "echo $HOME").stdout.strip())
+
+
 @pytest.fixture(scope="module")
 def installed(systemd: Any) -> Any:
     sh(systemd, f"{SRC}/install.sh")
@@ -54,7 +62,7 @@ def installed(systemd: Any) -> Any:
 
 
 def test_user_install_puts_programs_units_and_example_config_in_place(installed: Any) -> None:
-    out = sh(installed, f"ls {UNIT_DIR}; ls /root/.local/bin; ls {CONFIG}").stdout.split()
+    out = sh(installed, f"ls {UNIT_DIR}; ls ~/.local/bin; ls {CONFIG}").stdout.split()
     for expected in (
         "ductor.target",
         "ductor@.target",
@@ -64,13 +72,13 @@ def test_user_install_puts_programs_units_and_example_config_in_place(installed:
     ):
         assert expected in out
     assert sh(installed, "systemctl --user is-enabled ductor.target").stdout.strip() == "enabled"
-    shebang = sh(installed, "head -1 /root/.local/bin/ductor").stdout.strip()
-    assert shebang == "#!/root/.local/share/ductor/venv/bin/python"
+    shebang = sh(installed, "head -1 ~/.local/bin/ductor").stdout.strip()
+    assert shebang == f"#!{home(installed)}/.local/share/ductor/venv/bin/python"
     assert sh(installed, "ductor --version").stdout.strip().startswith("ductor ")
 
 
 def test_user_install_enables_lingering_or_says_how(installed: Any) -> None:
-    assert sh(installed, "test -e /var/lib/systemd/linger/root", check=False).returncode == 0
+    assert sh(installed, "test -e /var/lib/systemd/linger/$(id -un)", check=False).returncode == 0
 
 
 def test_install_again_upgrades_in_place_and_keeps_the_users_config(installed: Any) -> None:
@@ -84,9 +92,10 @@ def test_install_again_upgrades_in_place_and_keeps_the_users_config(installed: A
 
 @pytest.fixture(scope="module")
 def agent(installed: Any) -> Any:
+    # The README's first command: install (again: an upgrade) and create the agent.
     sh(
         installed,
-        "ductor init main --non-interactive --user-id 42 --timezone Europe/Berlin"
+        f"{SRC}/install.sh --init main --non-interactive --user-id 42 --timezone Europe/Berlin"
         " --telegram-token-file -",
         input=TOKEN + "\n",
     )
@@ -100,7 +109,7 @@ def test_init_writes_config_and_a_private_token_and_enables_the_target(agent: An
     mode = sh(agent, f"stat -c '%a %s' {CONFIG}/credentials/main/telegram-token").stdout.split()
     assert mode[0] == "600"
     assert sh(agent, "systemctl --user is-enabled ductor@main.target").stdout.strip() == "enabled"
-    assert sh(agent, "ls /root/.config/ductor/main/workspace/memory_system").stdout.strip() == (
+    assert sh(agent, "ls ~/.config/ductor/main/workspace/memory_system").stdout.strip() == (
         "MAINMEMORY.md"
     )
 
@@ -142,7 +151,7 @@ def test_doctor_reports_the_missing_cli_with_a_fix_instead_of_crashing(agent: An
 
 
 def test_a_broken_config_is_refused_with_file_key_and_line(agent: Any) -> None:
-    path = f"{CONFIG}/agents/main.toml"
+    path = f"{CONFIG}/agents/main.toml".replace("$HOME", home(agent))
     original = sh(agent, f"cat {path}").stdout
     try:
         sh(agent, f"printf '\\n[streaming]\\nedit_interval_seconds = \"fast\"\\n' >> {path}")
@@ -174,7 +183,7 @@ def test_logs_shows_the_agents_units(agent: Any) -> None:
 
 def test_uninstall_removes_programs_and_units_but_keeps_config(agent: Any) -> None:
     sh(agent, f"{SRC}/install.sh --uninstall")
-    assert sh(agent, "test -e /root/.local/bin/ductor", check=False).returncode == 1
+    assert sh(agent, "test -e ~/.local/bin/ductor", check=False).returncode == 1
     assert sh(agent, f"test -e {UNIT_DIR}/ductor@.target", check=False).returncode == 1
     assert sh(agent, f"test -e {CONFIG}/agents/main.toml").returncode == 0
     # and a fresh install picks the agent up again

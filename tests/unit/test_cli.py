@@ -218,3 +218,16 @@ def test_init_on_a_terminal_asks_for_each_value_and_explains_where_to_get_it(
     assert 'provider = "gemini"' in config
     assert 'model = "gemini-2.5-pro"' in config
     assert 'user_timezone = "Asia/Tokyo"' in config
+
+
+def test_agent_remove_keeps_state_unless_purged(home: Path) -> None:
+    init(home)
+    result = ductor(home, "agent", "remove", "main")
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".config/ductor/agents/main.toml").exists()
+    assert not (home / ".config/ductor/credentials/main").exists()
+    assert (home / "state/main/workspace").is_dir()
+    assert "kept state and workspace" in result.stdout
+    init(home)
+    assert ductor(home, "agent", "remove", "main", "--purge").returncode == 0
+    assert not (home / "state/main").exists()

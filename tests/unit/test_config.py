@@ -112,9 +112,9 @@ def test_arrays_in_the_agent_file_replace_those_of_the_global_file(paths: Paths)
 
 def test_project_roots_merge_topic_by_topic(paths: Paths) -> None:
     write_global(paths, '[project_roots]\nweb = "~/src/web"\napi = "~/src/api"\n')
-    write_agent(paths, '[project_roots]\napi = "~/work/api"\n"-100:7" = "/srv"\n')
+    write_agent(paths, '[project_roots]\napi = "~/code/api"\n"-100:7" = "/srv"\n')
     roots = load_agent_config(paths, "main").project_roots
-    assert dict(roots) == {"web": "~/src/web", "api": "~/work/api", "-100:7": "/srv"}
+    assert dict(roots) == {"web": "~/src/web", "api": "~/code/api", "-100:7": "/srv"}
 
 
 def test_an_integer_is_accepted_where_a_number_is_expected(paths: Paths) -> None:
