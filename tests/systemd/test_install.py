@@ -226,3 +226,18 @@ def test_system_install_runs_agents_under_a_dedicated_account(installed: Any) ->
         ),
         timeout=30,
     )
+
+
+def test_system_purge_removes_programs_units_config_state_and_the_account(installed: Any) -> None:
+    sh(installed, f"{SRC}/install.sh --system --purge", user=False)
+    for path in (
+        "/etc/ductor",
+        "/var/lib/ductor",
+        "/opt/ductor",
+        "/usr/local/bin/ductor",
+        "/etc/systemd/system/ductor@.target",
+    ):
+        assert sh(installed, f"test -e {path}", user=False, check=False).returncode == 1, path
+    assert sh(installed, "id ductor", user=False, check=False).returncode != 0
+    # the user installation is untouched
+    assert sh(installed, "ductor --version").returncode == 0
