@@ -71,8 +71,4 @@ class CommandError(DuctorError):
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
-    if isinstance(exc, DuctorError):
-        return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):
-        return ExitCode.FAILURE
-    return ExitCode.FAILURE
+    return exc.exit_code if isinstance(exc, DuctorError) else ExitCode.FAILURE

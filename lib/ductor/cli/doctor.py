@@ -238,13 +238,15 @@ def check_units(ctx: Context, names: list[str]) -> list[Check]:
 
 
 def check_sockets(ctx: Context, names: list[str]) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
+    if not names:
+        return checks
+    socket_unit = "ductor-agent@.socket"
+    has_socket_unit = socket_unit in agents.installed_templates(ctx.manager, [socket_unit])
     for name in names:
         path = ctx.paths.agent_socket(name)
         if not path.exists():
-            if "ductor-agent@.socket" in agents.installed_templates(
-                ctx.manager, ["ductor-agent@.socket"]
-            ):
+            if has_socket_unit:
                 checks.append(
                     Check(
                         f"socket {name}",
