@@ -9,23 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ductor import config
-from ductor.errors import UsageError
+from ductor.agent import workspace
+from ductor.errors import DuctorError, UsageError
 from ductor.paths import Paths, validate_agent_name
 from ductor.units import Manager, remove_dropin, unit_dir, unit_name, write_dropin
 
 TARGET_TEMPLATE = "ductor@.target"
-WORKSPACE_DIRS = (
-    "memory_system",
-    "tools",
-    "cron_tasks",
-    "tasks",
-    "output_to_user",
-)
-MAINMEMORY = """# Main memory
-
-Durable facts about the user and this agent's work, one short dated entry per line
-(`YYYY-MM-DD: ...`). The agent keeps this file up to date.
-"""
 
 
 @dataclass(frozen=True)
@@ -118,26 +107,39 @@ def create(paths: Paths, spec: NewAgent) -> list[Path]:
     if spec.telegram_token:
         config.write_secret(paths, spec.name, config.TELEGRAM_TOKEN, spec.telegram_token)
         created.append(paths.agent_credentials(spec.name) / config.TELEGRAM_TOKEN)
-    created.extend(ensure_workspace(paths, spec.name))
+    providers = [spec.provider, *workspace.installed_providers()]
+    created.extend(ensure_workspace(paths, spec.name, providers=providers))
     return created
 
 
-def ensure_workspace(paths: Paths, name: str) -> list[Path]:
+def ensure_workspace(
+    paths: Paths, name: str, *, providers: Iterable[str] | None = None
+) -> list[Path]:
+    """Create the agent's state directory, spool and workspace where missing.
+
+    Rule files are written for ``providers``; by default for the configured provider
+    and every CLI installed on this machine.
+    """
     created: list[Path] = []
-    state = paths.agent_state(name)
-    for directory in (
-        state,
-        paths.spool(name),
-        *(paths.workspace(name) / sub for sub in WORKSPACE_DIRS),
-    ):
+    for directory in (paths.agent_state(name), paths.spool(name)):
         if not directory.is_dir():
             directory.mkdir(parents=True, mode=0o700, exist_ok=True)
             created.append(directory)
-    memory = paths.workspace(name) / "memory_system" / "MAINMEMORY.md"
-    if not memory.exists():
-        memory.write_text(MAINMEMORY, encoding="utf-8")
-        created.append(memory)
+    if providers is None:
+        providers = [*_configured_provider(paths, name), *workspace.installed_providers()]
+    created.extend(
+        workspace.ensure_workspace(paths.workspace(name), agent=name, providers=providers)
+    )
     return created
+
+
+def _configured_provider(paths: Paths, name: str) -> list[str]:
+    if not exists(paths, name):
+        return []
+    try:
+        return [config.load_agent_config(paths, name).provider]
+    except DuctorError:
+        return []  # a broken config is reported where it is loaded for real
 
 
 def installed_templates(manager: Manager, templates: Iterable[str]) -> set[str]:
@@ -163,13 +165,35 @@ def wanted_units(paths: Paths, manager: Manager, name: str) -> list[str]:
     return units
 
 
+AGENT_SERVICE = "ductor-agent@.service"
+
+
+def limits_dropin(limits: config.LimitsConfig) -> str:
+    """The ``[Service]`` lines for the agent's ``[limits]``; "" when none is set."""
+    lines = []
+    if limits.memory_max:
+        lines.append(f"MemoryMax={limits.memory_max}")
+    if limits.tasks_max:
+        lines.append(f"TasksMax={limits.tasks_max}")
+    if limits.cpu_weight:
+        lines.append(f"CPUWeight={limits.cpu_weight}")
+    return "[Service]\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
-    """Make ``ductor@NAME.target`` want exactly the units this agent's config enables."""
+    """Make ``ductor@NAME.target`` want exactly the units this agent's config enables,
+    and give the agent's service the resource limits of its config."""
     units = wanted_units(paths, manager, name)
     body = "[Unit]\n" + "".join(f"Wants={unit}\nAfter={unit}\n" for unit in units)
-    changed = write_dropin(
-        unit_dir(manager.mode), target(name), body, command=f"ductor agent sync {name}"
-    )
+    directory = unit_dir(manager.mode)
+    command = f"ductor agent sync {name}"
+    changed = write_dropin(directory, target(name), body, command=command)
+    limits = limits_dropin(config.load_agent_config(paths, name).limits)
+    service = unit_name(AGENT_SERVICE, name)
+    if limits:
+        changed = write_dropin(directory, service, limits, command=command) or changed
+    else:
+        changed = remove_dropin(directory, service) or changed
     if changed:
         manager.daemon_reload()
     return changed

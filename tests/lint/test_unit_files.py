@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 # <= 2.5, the agent <= 4.0). Lower a number when a unit gets safer; never raise one
 # without saying why in the commit.
 SECURITY_THRESHOLDS = {
+    "ductor-agent@.service": 4.0,
     "ductor-reload@.service": 2.5,
 }
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ductor import __version__, agents
 from ductor import log as ductor_log
-from ductor.cli import doctor, init, logs, status
+from ductor.cli import chat, doctor, init, logs, status
 from ductor.cli.context import Context
 from ductor.errors import DuctorError, ExitCode, exit_code_for
 from ductor.paths import Mode, resolve
@@ -157,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="e.g. '1 hour ago', today (journalctl --since)")
     p.add_argument("-n", "--lines", type=int)
     p.set_defaults(handler=logs.run)
+
+    p = sub.add_parser(
+        "chat",
+        help="talk to an agent from the terminal",
+        description="Talk to an agent over its socket: each line is a message, the answer"
+        " streams in. Ctrl-C interrupts a turn; /quit or Ctrl-D leaves.",
+    )
+    chat.add_arguments(p)
+    p.set_defaults(handler=chat.run)
 
     p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
     p.add_argument("name", nargs="?")

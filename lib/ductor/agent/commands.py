@@ -1,0 +1,274 @@
+"""Chat commands: answered at once, never queued behind a running turn.
+
+Results are transport-neutral: text (light Markdown) plus rows of abstract buttons
+(label + callback data); each transport renders them its own way. ``/model`` and
+``/effort`` are selectors whose buttons come back as ``button`` requests (``ms:...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ductor import __version__, clipath, protocol
+from ductor.agent import selectors
+from ductor.agent.execute import SEP
+from ductor.run import run as run_command
+
+if TYPE_CHECKING:
+    from ductor.agent.core import Agent
+
+log = logging.getLogger(__name__)
+
+ButtonRows = list[list[dict[str, str]]]
+
+
+@dataclass
+class CommandResult:
+    text: str
+    buttons: ButtonRows = field(default_factory=list)
+
+
+Handler = Callable[["Agent", protocol.Request, str], Awaitable[CommandResult]]
+
+HELP = """**Commands**
+/new: fresh session with the default model (other providers' sessions are kept)
+/reset: fresh session with the current model
+/stop: stop the running answer and drop queued messages
+/interrupt: interrupt the running answer (like Ctrl-C); queued messages go on
+/stop_all: stop everything this agent runs
+/model: choose the model (`/model sonnet` switches directly)
+/effort: choose the reasoning effort for this chat
+/status: session, queue and CLI state
+/memory: show the agent's long-term memory
+/diagnose: versions, config and recent log lines
+/info: about ductor
+/help: this list
+
+Start a message with `@model` (e.g. `@sonnet`) to switch this chat's model for it and
+the messages after it."""
+
+
+def command_word(text: str) -> tuple[str, str]:
+    """``("/model", "sonnet")`` from ``"/Model@mybot sonnet"``; ("", "") if no command."""
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return "", ""
+    word, _, rest = stripped.partition(" ")
+    word = word.split("@", 1)[0].lower()
+    return word, rest.strip()
+
+
+def session_of(request: protocol.Request) -> str:
+    if not request.session:
+        raise protocol.ProtocolError(
+            protocol.ErrorCode.BAD_REQUEST, "this command needs a session", "session"
+        )
+    return request.session
+
+
+def is_private(request: protocol.Request) -> bool:
+    if request.chat_is_private is not None:
+        return request.chat_is_private
+    key = protocol.parse_session_key(session_of(request))
+    if key.topic is not None:
+        return False
+    if key.transport == "tg":
+        return not key.chat.startswith("-")
+    return key.transport == "cli"
+
+
+async def cmd_new(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    key = session_of(request)
+    await agent.stop(key)
+    session = agent.sessions.new_session(
+        key, default_provider=agent.config.provider, default_model=agent.config.model
+    )
+    return CommandResult(
+        f"**Session Reset** {SEP} New {session.provider} session ({session.model}) in this"
+        " chat. Sessions with other providers were kept. Send a message to continue."
+    )
+
+
+async def cmd_reset(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    key = session_of(request)
+    await agent.stop(key)
+    session = agent.sessions.reset_current(
+        key, default_provider=agent.config.provider, default_model=agent.config.model
+    )
+    return CommandResult(
+        f"**Session Reset** {SEP} New {session.provider} session ({session.model}) in this"
+        " chat. Send a message to continue."
+    )
+
+
+async def cmd_stop(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    stopped, discarded = await agent.stop(session_of(request))
+    if not stopped and not discarded:
+        return CommandResult("Nothing running right now.")
+    extra = f" {discarded} queued message(s) discarded." if discarded else ""
+    return CommandResult(f"**Agent Stopped** {SEP} Stopped {stopped} process(es).{extra}")
+
+
+async def cmd_interrupt(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    count = agent.interrupt(session_of(request))
+    return CommandResult(f"Interrupted {count} process(es)." if count else "No active processes.")
+
+
+async def cmd_stop_all(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    count = await agent.stop_all()
+    others = await agent.stop_other_agents(request) if hasattr(agent, "stop_other_agents") else 0
+    total = count + others
+    if not total:
+        return CommandResult("No active processes found on any agent.")
+    return CommandResult(f"Stopped {total} process(es) across all agents.")
+
+
+async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    lines: list[str] = []
+    session = agent.sessions.get(request.session) if request.session else None
+    if session is None:
+        lines.append(f"**Session** {SEP} none yet; next model: {agent.config.model}")
+    else:
+        bucket = session.bucket()
+        sid = f"{bucket.session_id[:8]}..." if bucket.session_id else "new"
+        effort = session.effort or agent.config.reasoning_effort
+        configured = (
+            f" (configured: {agent.config.model})" if session.model != agent.config.model else ""
+        )
+        lines += [
+            f"**Session** {SEP} {session.topic_name or session.key}",
+            f"id {sid} · {bucket.message_count} messages"
+            f" · {bucket.input_tokens + bucket.output_tokens} tokens"
+            f" · ${bucket.cost_usd:.4f}",
+            f"model {session.model}{configured} · provider {session.provider}"
+            + (f" · effort {effort}" if session.provider != "gemini" else ""),
+        ]
+    lane = agent.lanes.get(request.session or "")
+    if lane is not None and lane.busy:
+        lines.append(f"running: {'yes' if lane.running else 'no'} · queued: {len(lane.pending)}")
+    lines.append(f"**Agent** {SEP} {agent.name}: {agent.status_line()}")
+    lines.append(f"**CLIs** {SEP}")
+    for provider in ("claude", "codex", "gemini"):
+        lines.append(f"[{provider}] {cli_state(provider, agent.env)}")
+    streaming = agent.config.streaming
+    lines.append(
+        f"**Streaming** {SEP} tool progress {'on' if streaming.show_tool_progress else 'off'}"
+        f" · thinking indicator {'on' if streaming.show_thinking_indicator else 'off'}"
+        f" · reasoning stream {'on' if streaming.show_reasoning_stream else 'off'}"
+    )
+    return CommandResult("\n".join(lines))
+
+
+def cli_state(provider: str, env: dict[str, str]) -> str:
+    if clipath.find_cli(provider, env) is None:
+        return "not installed"
+    ok, where = clipath.logged_in(provider, env)
+    return f"authenticated ({where})" if ok else "installed, not logged in"
+
+
+async def cmd_memory(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    file = agent.workspace / "memory_system" / "MAINMEMORY.md"
+    try:
+        content = file.read_text(encoding="utf-8").strip()
+    except OSError:
+        content = ""
+    if not content:
+        return CommandResult("Memory is empty. The agent builds it as you talk.")
+    return CommandResult(
+        f"**Memory** {SEP}\n{content}\n{SEP}\nTip: ask the agent to remember or forget things."
+    )
+
+
+async def cmd_diagnose(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    config = agent.config
+    lines = [
+        f"**Diagnose** {SEP}",
+        f"ductor {__version__} · agent {agent.name}",
+        f"config: {agent.paths.agent_config(agent.name)}",
+        f"default: {config.provider}/{config.model} (effort {config.reasoning_effort})",
+        f"permission mode: {config.permission_mode}",
+        f"workspace: {agent.workspace}",
+        f"agent: {agent.status_line()}",
+    ]
+    for provider, models in agent.models.items():
+        updated = models.last_updated
+        lines.append(
+            f"{provider} models: {len(models.ids())} (updated {updated:%Y-%m-%d %H:%M} UTC)"
+            if updated
+            else f"{provider} models: {len(models.ids())} (built-in list)"
+        )
+    lines.append("")
+    lines.append("Recent log lines:")
+    lines.append("```\n" + recent_log(agent) + "\n```")
+    return CommandResult("\n".join(lines))
+
+
+def recent_log(agent: Agent, count: int = 30) -> str:
+    user = agent.paths.mode.value == "user"
+    unit = f"ductor-agent@{agent.name}.service"
+    argv = ["journalctl", "--no-pager", "-o", "short-iso", "-n", str(count)]
+    argv += [f"--user-unit={unit}"] if user else ["-u", unit]
+    try:
+        result = run_command(argv, check=False, timeout=10)
+    except Exception as exc:  # the journal is optional here: say why it is missing
+        return f"(journal not available: {exc})"
+    output = result.stdout.strip()
+    return output[-3000:] if output else "(no journal lines for " + shlex.quote(unit) + ")"
+
+
+async def cmd_help(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    return CommandResult(HELP)
+
+
+async def cmd_info(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    return CommandResult(
+        f"**ductor {__version__}** {SEP} Claude Code, Codex and Gemini CLIs driven from your"
+        " chats, run by systemd: one agent per unit, cron jobs as timers, logs in the journal."
+    )
+
+
+async def cmd_model(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
+    if args:
+        return await selectors.switch_model(agent, request, args.split(maxsplit=1)[0], effort=None)
+    return selectors.model_root(agent, request)
+
+
+async def cmd_effort(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
+    if args:
+        return selectors.set_effort(agent, request, args.split(maxsplit=1)[0].lower())
+    return selectors.effort_menu(agent, request)
+
+
+COMMANDS: dict[str, Handler] = {
+    "/new": cmd_new,
+    "/reset": cmd_reset,
+    "/stop": cmd_stop,
+    "/interrupt": cmd_interrupt,
+    "/stop_all": cmd_stop_all,
+    "/status": cmd_status,
+    "/model": cmd_model,
+    "/effort": cmd_effort,
+    "/memory": cmd_memory,
+    "/diagnose": cmd_diagnose,
+    "/help": cmd_help,
+    "/start": cmd_help,
+    "/info": cmd_info,
+}
+
+
+def is_command(text: str) -> bool:
+    return command_word(text)[0] in COMMANDS
+
+
+async def run_command_text(agent: Agent, request: protocol.Request) -> CommandResult | None:
+    """The command's result, or None when the text is no command we know (a prompt)."""
+    word, args = command_word(request.text)
+    handler = COMMANDS.get(word)
+    if handler is None:
+        return None
+    log.info("command %s in %s", word, request.session or "-")
+    return await handler(agent, request, args)

@@ -1,0 +1,438 @@
+"""The agent's brain: per-session FIFO lanes, the parallel bound, delivery and recovery.
+
+Each session key has one *lane*: its turns run one after another in acceptance order;
+different lanes run in parallel up to ``limits.max_parallel_sessions``. A turn's events
+go to the client that sent it while that client is connected. Its final answer goes to
+the client, or, when the client went away (or never was: recovered turns), to the
+spool outbox of the session's transport, which delivers it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from ductor import protocol
+from ductor.agent import recovery
+from ductor.agent.dotenv import DotEnv
+from ductor.agent.execute import Outcome, Turn, TurnEnv
+from ductor.agent.runner import CliRun, ProcessRegistry
+from ductor.agent.sessions import SessionStore
+from ductor.agent.turns import TurnKind, TurnRecord, TurnState, TurnStore, new_turn_id
+from ductor.config import AgentConfig
+from ductor.paths import Paths
+from ductor.protocol import ErrorCode, Events
+from ductor.providers import Provider
+from ductor.providers.discovery import model_catalog
+from ductor.providers.models import known_model_ids
+from ductor.spool import Button, Envelope, Kind, Payload, Routing, Spool
+
+log = logging.getLogger(__name__)
+
+# Transports whose answers cannot wait in an outbox: nobody drains one for them.
+NO_OUTBOX = frozenset({"ia"})
+
+
+class Sink(Protocol):
+    """Where a request's events go: one client connection."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, event: protocol.Event) -> None: ...
+
+
+@dataclass
+class Job:
+    record: TurnRecord
+    request_id: str
+    sink: Sink | None
+    want_ack: bool = False
+    turn: Turn | None = None
+    done: asyncio.Future[Outcome] | None = None
+
+    def emit(self, event: protocol.Event) -> None:
+        if self.sink is not None and self.sink.connected:
+            self.sink.send(event)
+
+
+@dataclass
+class Lane:
+    key: str
+    pending: deque[Job] = field(default_factory=deque)
+    running: Job | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or bool(self.pending)
+
+
+class Agent:
+    def __init__(
+        self,
+        name: str,
+        paths: Paths,
+        config: AgentConfig,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.paths = paths
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.state_dir = paths.agent_state(name)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.workspace = paths.workspace(name)
+        self.temp_dir = self.state_dir / "tmp"
+        self.temp_dir.mkdir(exist_ok=True, mode=0o700)
+        self.sessions = SessionStore(self.state_dir / "sessions.json")
+        self.turns = TurnStore(self.state_dir)
+        self.spool = Spool(paths.spool(name))
+        self.registry = ProcessRegistry()
+        self.dotenv = DotEnv(paths.agent_credentials(name) / ".env")
+        self.models = model_catalog(self.state_dir / "models", env=self.env)
+        self.lanes: dict[str, Lane] = {}
+        self.slots = asyncio.Semaphore(config.limits.max_parallel_sessions)
+        self.acks: dict[str, Sink] = {}  # turn id -> the client that owes its ack
+        self.started_at = time.monotonic()
+        self.closing = False
+        self.on_change: list[object] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    # -- configuration -------------------------------------------------------------------
+
+    def apply_config(self, config: AgentConfig) -> None:
+        """Hot settings take effect for the next turn; the parallel bound only grows."""
+        old_limit = self.config.limits.max_parallel_sessions
+        self.config = config
+        extra = config.limits.max_parallel_sessions - old_limit
+        for _ in range(max(0, extra)):
+            self.slots.release()
+
+    def known_models(self) -> frozenset[str]:
+        return known_model_ids(*(m.ids() for m in self.models.values()))
+
+    def gemini_ids(self) -> tuple[str, ...]:
+        return self.models[Provider.GEMINI].ids()
+
+    def turn_env(self) -> TurnEnv:
+        return TurnEnv(
+            agent=self.name,
+            config=self.config,
+            sessions=self.sessions,
+            workspace=self.workspace,
+            temp_dir=self.temp_dir,
+            env=self.env,
+            secrets=self.dotenv.values,
+            known_models=self.known_models,
+            gemini_ids=self.gemini_ids,
+            register=lambda key, run: self.registry.add(key, "main", run),
+            unregister=lambda key, run: self.registry.remove(key, "main", run),
+        )
+
+    # -- status ----------------------------------------------------------------------------
+
+    def running_count(self) -> int:
+        return sum(1 for lane in self.lanes.values() if lane.running is not None)
+
+    def queued_count(self) -> int:
+        return sum(len(lane.pending) for lane in self.lanes.values())
+
+    def status_line(self) -> str:
+        running, queued = self.running_count(), self.queued_count()
+        sessions = len(self.sessions.keys())
+        parts = [f"{sessions} session{'s' if sessions != 1 else ''}", f"{running} running"]
+        if queued:
+            parts.append(f"{queued} queued")
+        return ", ".join(parts)
+
+    def lane(self, key: str) -> Lane:
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(key)
+        return lane
+
+    # -- accepting turns -------------------------------------------------------------------
+
+    def new_record(self, request: protocol.Request, kind: TurnKind, text: str) -> TurnRecord:
+        assert request.session is not None
+        user = request.user
+        return TurnRecord(
+            id=new_turn_id(),
+            seq=self.turns.next_seq(),
+            session=request.session,
+            kind=kind,
+            text=text,
+            quoted=request.quoted,
+            files=request.files,
+            user_id=user.id if user else "",
+            user_name=user.name if user else "",
+            origin=request.origin,
+            chat_is_private=request.chat_is_private,
+            message_id=request.message_id,
+        )
+
+    def submit(
+        self,
+        record: TurnRecord,
+        *,
+        request_id: str = "",
+        sink: Sink | None = None,
+        want_ack: bool = False,
+        persist: bool = True,
+    ) -> Job:
+        """Accept a turn durably and queue it in its session's lane."""
+        if persist:
+            self.turns.save(record)
+        job = Job(record, request_id, sink, want_ack)
+        job.done = asyncio.get_running_loop().create_future()
+        lane = self.lane(record.session)
+        position = len(lane.pending) + (1 if lane.running is not None else 0)
+        lane.pending.append(job)
+        if position:
+            job.emit(Events.queued(request_id, position, record.id, record.session))
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(self._drain(lane), name=f"lane {lane.key}")
+        self._changed()
+        return job
+
+    async def _drain(self, lane: Lane) -> None:
+        while lane.pending and not self.closing:
+            job = lane.pending.popleft()
+            lane.running = job
+            try:
+                async with self.slots:
+                    if self.is_closing():  # the agent began stopping while we waited
+                        lane.pending.appendleft(job)
+                        break
+                    await self._run(job)
+            finally:
+                lane.running = None
+                self._changed()
+        if not lane.pending and lane.running is None:
+            self.lanes.pop(lane.key, None)
+
+    async def _run(self, job: Job) -> None:
+        record = self.turns.mark_running(job.record)
+        job.record = record
+        job.emit(Events.accepted(job.request_id, record.id, record.session))
+        self._changed()
+        turn = Turn(self.turn_env(), record, job.emit, job.request_id)
+        job.turn = turn
+        outcome = await turn.run()
+        if self.closing and turn.stop_reason == "shutdown":
+            # The agent is stopping under this turn: its record stays "running" and the
+            # next start re-runs it once.
+            log.info("turn %s left for recovery after the restart", record.id)
+            if job.done is not None and not job.done.done():
+                job.done.set_result(outcome)
+            return
+        if record.recovery and record.recovery_reason:
+            outcome.notice = recovery.notice_for(record.recovery_reason)
+        self.deliver(job, outcome)
+        if job.done is not None and not job.done.done():
+            job.done.set_result(outcome)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def reply_envelope(self, record: TurnRecord, outcome: Outcome) -> Envelope | None:
+        key = protocol.parse_session_key(record.session)
+        if key.transport in NO_OUTBOX:
+            return None
+        text = outcome.text
+        if outcome.notice:
+            text = f"{outcome.notice}\n\n{text}" if text else outcome.notice
+        return Envelope.create(
+            agent=self.name,
+            kind=Kind.REPLY if record.kind is not TurnKind.HEARTBEAT else Kind.HEARTBEAT,
+            envelope_id=f"reply-{record.id}",
+            routing=Routing(
+                transport=key.transport,
+                chat_id=_id_value(key.chat),
+                topic_id=_id_value(key.topic) if key.topic else None,
+                origin=f"reply to {record.message_id or record.id}",
+            ),
+            payload=Payload(
+                text=text,
+                files=tuple(Path(f) for f in outcome.files),
+                buttons=tuple(
+                    tuple(Button(label=b["label"], data=b["data"]) for b in row)
+                    for row in outcome.buttons
+                ),
+                metadata={
+                    "turn": record.id,
+                    "reply_to": record.message_id,
+                    "is_error": outcome.is_error,
+                    "model": outcome.model,
+                    "input_tokens": outcome.input_tokens,
+                    "output_tokens": outcome.output_tokens,
+                    "cost_usd": outcome.cost_usd,
+                    "duration_ms": outcome.duration_ms,
+                },
+            ),
+        )
+
+    def deliver(self, job: Job, outcome: Outcome) -> None:
+        """Hand the answer to the client, else to the outbox; then forget the turn."""
+        record = job.record
+        silent = outcome.stopped and not outcome.text
+        envelope = None if silent else self.reply_envelope(record, outcome)
+        sink = job.sink
+        if sink is not None and sink.connected:
+            if job.want_ack and envelope is not None:
+                self.turns.park_reply(record.id, envelope)
+                self.acks[record.id] = sink
+            sink.send(
+                Events.final(
+                    job.request_id, turn=record.id, session=record.session, **outcome.final_fields()
+                )
+            )
+        elif envelope is not None and self.spool.post(envelope):
+            log.info("turn %s: client gone, answer queued in the outbox", record.id)
+        self.turns.remove(record)
+
+    def acknowledge(self, turn_id: str) -> bool:
+        self.acks.pop(turn_id, None)
+        return self.turns.drop_reply(turn_id)
+
+    def client_gone(self, sink: Sink) -> None:
+        """A client disconnected: answers it never acknowledged go to the outbox."""
+        for turn_id in [t for t, s in self.acks.items() if s is sink]:
+            self.acks.pop(turn_id, None)
+            self._unpark(turn_id)
+
+    def _unpark(self, turn_id: str) -> None:
+        for parked_id, envelope in self.turns.parked_replies():
+            if parked_id == turn_id:
+                self.spool.post(envelope)
+                self.turns.drop_reply(turn_id)
+                log.info("turn %s: answer not acknowledged, queued in the outbox", turn_id)
+
+    def post_notice(self, session: str, text: str, *, origin: str) -> None:
+        key = protocol.parse_session_key(session)
+        if key.transport in NO_OUTBOX:
+            return
+        self.spool.post(
+            Envelope.create(
+                agent=self.name,
+                kind=Kind.NOTICE,
+                routing=Routing(
+                    transport=key.transport,
+                    chat_id=_id_value(key.chat),
+                    topic_id=_id_value(key.topic) if key.topic else None,
+                    origin=origin,
+                ),
+                payload=Payload(text=text),
+            )
+        )
+
+    # -- aborts ----------------------------------------------------------------------------
+
+    def discard_queued(self, key: str) -> int:
+        lane = self.lanes.get(key)
+        if lane is None:
+            return 0
+        count = 0
+        while lane.pending:
+            job = lane.pending.popleft()
+            self.turns.remove(job.record)
+            job.emit(Events.error(job.request_id, ErrorCode.DISCARDED, "Message discarded."))
+            if job.done is not None and not job.done.done():
+                job.done.cancel()
+            count += 1
+        self._changed()
+        return count
+
+    def cancel_queued(self, key: str, entry: str) -> bool:
+        lane = self.lanes.get(key)
+        if lane is None:
+            return False
+        for job in list(lane.pending):
+            if job.record.id == entry:
+                lane.pending.remove(job)
+                self.turns.remove(job.record)
+                job.emit(Events.error(job.request_id, ErrorCode.CANCELLED, "Message cancelled."))
+                if job.done is not None and not job.done.done():
+                    job.done.cancel()
+                self._changed()
+                return True
+        return False
+
+    def _mark_stopping(self, key: str | None, reason: str) -> None:
+        for lane in self.lanes.values():
+            if (key is None or lane.key == key) and lane.running and lane.running.turn:
+                lane.running.turn.stop_reason = reason
+
+    async def stop(self, key: str) -> tuple[int, int]:
+        """/stop: end the session's CLI processes and drop its queued messages."""
+        self._mark_stopping(key, "stop")
+        discarded = self.discard_queued(key)
+        stopped = await self.registry.stop_session(key)
+        return stopped, discarded
+
+    def interrupt(self, key: str) -> int:
+        """/interrupt: SIGINT to the session's CLI; queued messages continue."""
+        self._mark_stopping(key, "interrupt")
+        return self.registry.interrupt_session(key)
+
+    async def stop_all(self) -> int:
+        self._mark_stopping(None, "stop")
+        for key in list(self.lanes):
+            self.discard_queued(key)
+        return await self.registry.stop_all()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def recover(self) -> recovery.Report:
+        """Pick up where a previous run of this agent stopped (see recovery.py)."""
+        return recovery.recover(self)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop taking turns; running CLIs are stopped and left for recovery."""
+        self.closing = True
+        self._mark_stopping(None, "shutdown")
+        await self.registry.stop_all()
+        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for sink in set(self.acks.values()):
+            self.client_gone(sink)
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            if callable(callback):
+                callback()
+
+    def job_for_entry(self, entry: str) -> Job | None:
+        for lane in self.lanes.values():
+            for job in lane.pending:
+                if job.record.id == entry:
+                    return job
+        return None
+
+
+def _id_value(text: str | None) -> int | str:
+    if text is None:
+        return ""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["Agent", "CliRun", "Job", "Lane", "Sink", "TurnState"]

@@ -1,0 +1,197 @@
+"""``ductor-agent --name NAME``: the agent daemon, under systemd or in a terminal.
+
+Under ``ductor-agent@NAME.socket`` the listening socket comes from systemd
+(``LISTEN_FDS``); in the foreground the daemon binds ``agent.sock`` itself. It signals
+``READY=1`` once the config is loaded, the socket is listening and the turns of the
+previous run are recovered, keeps ``STATUS=`` current ("2 sessions, 1 running"), pings
+the watchdog from its event loop, re-reads its config on SIGHUP and on SIGTERM stops
+its CLIs and leaves their turns for the next start to recover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ductor import __version__, config
+from ductor import log as ductor_log
+from ductor.agent import workspace
+from ductor.agent.core import Agent
+from ductor.agent.server import AgentServer
+from ductor.errors import ConfigError, DuctorError, ExitCode, TemporaryError, exit_code_for
+from ductor.notify import Notifier
+from ductor.paths import Mode, Paths, resolve, validate_agent_name
+
+log = logging.getLogger("ductor.agent")
+
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket(env: dict[str, str] | os._Environ[str]) -> socket.socket | None:
+    """The listening socket systemd passed (socket activation), if any."""
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count < 1:
+        return None
+    if count > 1:
+        log.warning("got %d sockets from systemd; using the first", count)
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind ``agent.sock`` ourselves (foreground runs): directory 0700, socket 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise TemporaryError(f"{path} exists and is not a socket; remove it first")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket of a dead agent
+        else:
+            raise TemporaryError(f"another agent is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> int:
+    notifier = Notifier()
+    agent = Agent(name, paths, agent_config)
+    workspace.ensure_workspace(
+        agent.workspace,
+        agent=name,
+        providers=workspace.installed_providers() or [agent_config.provider],
+    )
+    sock = inherited_socket(os.environ)
+    activated = sock is not None
+    if sock is None:
+        sock = bind_socket(paths.agent_socket(name))
+    server = AgentServer(agent, max_bytes=agent_config.limits.frame_max_bytes)
+    await server.start(sock)
+    report = agent.recover()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    status_dirty = asyncio.Event()
+    agent.on_change.append(status_dirty.set)
+
+    def reload() -> None:
+        notifier.reloading()
+        try:
+            new = config.load_agent_config(paths, name)
+        except ConfigError as exc:
+            log.error("config not reloaded, keeping the running one: %s", exc)
+        else:
+            later = config.restart_needed(agent.config, new)
+            agent.apply_config(new)
+            server.max_bytes = new.limits.frame_max_bytes
+            if later:
+                log.warning("needs restart to apply: %s", ", ".join(later))
+            log.info("config reloaded")
+        notifier.ready(agent.status_line())
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    watchdog = asyncio.create_task(notifier.watchdog_loop())
+    where = "socket from systemd" if activated else str(paths.agent_socket(name))
+    log.info(
+        "agent %s ready on %s (ductor %s, %s/%s); %s",
+        name,
+        where,
+        __version__,
+        agent_config.provider,
+        agent_config.model,
+        report.summary(),
+    )
+    notifier.ready(agent.status_line())
+
+    async def publish_status() -> None:
+        while True:
+            await status_dirty.wait()
+            status_dirty.clear()
+            notifier.status(agent.status_line())
+            await asyncio.sleep(0.2)  # at most five STATUS= updates a second
+
+    publisher = asyncio.create_task(publish_status())
+    await stop.wait()
+    log.info("stopping: %s", agent.status_line())
+    notifier.stopping("stopping")
+    server.close()
+    await agent.shutdown()
+    for task in (watchdog, publisher):
+        task.cancel()
+    if not activated:
+        paths.agent_socket(name).unlink(missing_ok=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ductor-agent",
+        description="Run one ductor agent: sessions, CLI turns and the agent socket.",
+    )
+    parser.add_argument("--name", required=True, help="the agent's name, e.g. main")
+    parser.add_argument(
+        "--system",
+        dest="mode",
+        action="store_const",
+        const="system",
+        help="use the system-wide layout (/etc/ductor, /var/lib/ductor)",
+    )
+    parser.add_argument("--log-level", help="override the config's log_level")
+    parser.add_argument("--version", action="version", version=f"ductor-agent {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ductor_log.setup(args.log_level or "INFO")
+    try:
+        name = validate_agent_name(args.name)
+        paths = resolve(Mode(args.mode) if args.mode else None)
+        agent_config = config.load_agent_config(paths, name)
+        if not args.log_level:
+            logging.getLogger().setLevel(agent_config.log_level)
+        return asyncio.run(serve(name, paths, agent_config))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return int(ExitCode.CONFIG)
+    except DuctorError as exc:
+        log.error("%s", exc)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.OK)
+    except Exception as exc:
+        log.critical("agent crashed: %s: %s", exc.__class__.__name__, exc, exc_info=True)
+        return int(exit_code_for(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The agent socket: accepts clients, checks who they are, dispatches their requests.
+
+Each connection has its own writer task and an unbounded event queue, so a slow client
+only slows itself. Requests on one connection are handled concurrently (an ``ack`` or
+a ``cancel`` must not wait behind a running turn). End of input from the client means
+it went away: its running turns go on and their answers go to the outbox. See
+docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+
+from ductor import __version__, protocol
+from ductor.agent import commands, selectors
+from ductor.agent.core import Agent
+from ductor.agent.turns import TurnKind
+from ductor.protocol import ErrorCode, Events, ProtocolError, RequestType
+
+log = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return pid, uid, gid
+
+
+class Connection:
+    def __init__(
+        self,
+        server: AgentServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.agent = server.agent
+        self.reader = reader
+        self.writer = writer
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._connected = True
+        self.peer = "?"
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def send(self, event: protocol.Event) -> None:
+        if self._connected:
+            self.queue.put_nowait(event.encode())
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self.queue.get()
+            if data is None:
+                break
+            try:
+                self.writer.write(data)
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                self._gone()
+                break
+
+    def _gone(self) -> None:
+        if self._connected:
+            self._connected = False
+            self.agent.client_gone(self)
+            self.queue.put_nowait(None)
+
+    async def serve(self) -> None:
+        sock = self.writer.get_extra_info("socket")
+        try:
+            pid, uid, _ = peer_credentials(sock)
+        except OSError as exc:
+            log.warning("refused a client whose credentials cannot be read: %s", exc)
+            self.writer.close()
+            return
+        self.peer = f"pid {pid} uid {uid}"
+        if uid not in (os.geteuid(), 0):
+            log.warning("refused a client of another user (%s)", self.peer)
+            self.writer.write(
+                Events.error("", ErrorCode.UNAUTHORIZED, "not allowed: wrong user").encode()
+            )
+            await self._close()
+            return
+        writer_task = asyncio.create_task(self._write_loop())
+        self.server.connections.add(self)
+        try:
+            while True:
+                try:
+                    line = await protocol.read_line(self.reader, self.server.max_bytes)
+                except ProtocolError as exc:
+                    log.warning("refused a request from %s: %s", self.peer, exc)
+                    self.send(Events.error("", exc.code, str(exc)))
+                    continue
+                except (ConnectionError, OSError):
+                    break
+                if line is None:
+                    break
+                self._dispatch(line)
+        finally:
+            self.server.connections.discard(self)
+            self._gone()
+            await writer_task
+            await self._close()
+
+    async def _close(self) -> None:
+        try:
+            self.writer.close()
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            request = protocol.decode_request(line, max_bytes=self.server.max_bytes)
+        except ProtocolError as exc:
+            request_id = _loose_id(line)
+            log.warning("refused a malformed request from %s: %s", self.peer, exc)
+            self.send(Events.error(request_id, exc.code, str(exc)))
+            return
+        task = asyncio.create_task(self._handle(request), name=f"request {request.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, request: protocol.Request) -> None:
+        try:
+            await handle_request(self.server, request, self)
+        except ProtocolError as exc:
+            self.send(Events.error(request.id, exc.code, str(exc)))
+        except Exception:
+            log.exception("request %s (%s) failed", request.id, request.type)
+            self.send(Events.error(request.id, ErrorCode.INTERNAL, "An internal error occurred."))
+
+
+def _loose_id(line: bytes) -> str:
+    """The id of a request that failed validation, when it has a usable one."""
+    try:
+        data = protocol.decode_line(line)
+    except ProtocolError:
+        return ""
+    value = data.get("id")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else ""
+
+
+def _final(request: protocol.Request, result: commands.CommandResult) -> protocol.Event:
+    return Events.final(request.id, text=result.text, buttons=result.buttons, command=True)
+
+
+async def handle_request(server: AgentServer, request: protocol.Request, conn: Connection) -> None:
+    agent = server.agent
+    if agent.closing and request.type not in (RequestType.ACK, RequestType.HEALTH):
+        conn.send(Events.error(request.id, ErrorCode.SHUTTING_DOWN, "the agent is restarting"))
+        return
+    kind = request.type
+    if kind is RequestType.ACK:
+        agent.acknowledge(request.entry)
+    elif kind in (RequestType.MESSAGE, RequestType.COMMAND):
+        result = await commands.run_command_text(agent, request)
+        if result is not None:
+            conn.send(_final(request, result))
+        elif request.text.strip() or request.files:
+            _submit(agent, request, conn, TurnKind.MESSAGE, request.text)
+        else:
+            conn.send(Events.error(request.id, ErrorCode.BAD_REQUEST, "empty message"))
+    elif kind is RequestType.BUTTON:
+        await _button(agent, request, conn)
+    elif kind is RequestType.ABORT:
+        await _abort(agent, request, conn)
+    elif kind is RequestType.CANCEL:
+        assert request.session is not None
+        if agent.cancel_queued(request.session, request.entry):
+            conn.send(Events.final(request.id, text="Message cancelled.", command=True))
+        else:
+            conn.send(
+                Events.error(request.id, ErrorCode.NOT_FOUND, "that message is no longer queued")
+            )
+    elif kind is RequestType.INJECT:
+        _submit(agent, request, conn, TurnKind.INJECT, request.text)
+    elif kind is RequestType.HEARTBEAT:
+        _heartbeat(agent, request, conn)
+    elif kind is RequestType.ASK:
+        session = request.session or f"ia:{request.sender}"
+        asked = protocol.Request(
+            type=request.type,
+            id=request.id,
+            session=session,
+            text=request.text,
+            origin=request.origin or f"agent {request.sender}",
+            want_ack=False,
+        )
+        _submit(agent, asked, conn, TurnKind.ASK, request.text)
+    elif kind is RequestType.STATUS:
+        conn.send(Events.final(request.id, **status_fields(server)))
+    elif kind is RequestType.HEALTH:
+        conn.send(Events.final(request.id, text="ok", agent=agent.name, version=__version__))
+
+
+def _submit(
+    agent: Agent, request: protocol.Request, conn: Connection, kind: TurnKind, text: str
+) -> None:
+    record = agent.new_record(request, kind, text)
+    agent.submit(record, request_id=request.id, sink=conn, want_ack=request.want_ack)
+
+
+async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> None:
+    data = request.data
+    if data.startswith("mq:"):
+        assert request.session is not None
+        cancelled = agent.cancel_queued(request.session, data[3:])
+        text = "[Message cancelled.]" if cancelled else "That message is no longer queued."
+        conn.send(Events.final(request.id, text=text, command=True))
+        return
+    result = await selectors.handle_button(agent, request)
+    if result is not None:
+        conn.send(_final(request, result))
+        return
+    label = request.text or data
+    _submit(agent, request, conn, TurnKind.MESSAGE, label)
+
+
+async def _abort(agent: Agent, request: protocol.Request, conn: Connection) -> None:
+    mode = request.mode
+    if mode is protocol.AbortMode.STOP_ALL:
+        result = await commands.cmd_stop_all(agent, request, "")
+    elif mode is protocol.AbortMode.INTERRUPT:
+        result = await commands.cmd_interrupt(agent, request, "")
+    else:
+        result = await commands.cmd_stop(agent, request, "")
+    conn.send(_final(request, result))
+
+
+def _heartbeat(agent: Agent, request: protocol.Request, conn: Connection) -> None:
+    assert request.session is not None
+    session = agent.sessions.get(request.session)
+    lane = agent.lanes.get(request.session)
+    skipped = ""
+    if session is None or session.bucket().session_id is None:
+        skipped = "no session"
+    elif lane is not None and lane.busy:
+        skipped = "busy"
+    if skipped:
+        conn.send(Events.final(request.id, text="", skipped=skipped))
+        return
+    _submit(agent, request, conn, TurnKind.HEARTBEAT, request.text)
+
+
+def status_fields(server: AgentServer) -> dict[str, object]:
+    agent = server.agent
+    return {
+        "text": agent.status_line(),
+        "agent": agent.name,
+        "version": __version__,
+        "sessions": len(agent.sessions.keys()),
+        "running": agent.running_count(),
+        "queued": agent.queued_count(),
+        "clients": len(server.connections),
+        "uptime_s": round(time.monotonic() - agent.started_at, 1),
+    }
+
+
+class AgentServer:
+    def __init__(self, agent: Agent, *, max_bytes: int) -> None:
+        self.agent = agent
+        self.max_bytes = max_bytes
+        self.connections: set[Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        self.server = await asyncio.start_unix_server(
+            self._client, sock=sock, limit=self.max_bytes + 1
+        )
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await Connection(self, reader, writer).serve()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()

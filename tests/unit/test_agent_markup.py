@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ductor.agent import markup
+from ductor.agent.markup import FileRefused
+from ductor.errors import DuctorError
+
+# --- buttons -------------------------------------------------------------------------
+
+
+def test_markers_on_one_line_form_a_row_and_each_line_a_new_row() -> None:
+    text, rows = markup.extract_buttons(
+        "Deploy now?\n[button:Deploy] [button:Wait]\n[button:Show the diff]"
+    )
+    assert text == "Deploy now?"
+    assert rows == [["Deploy", "Wait"], ["Show the diff"]]
+
+
+def test_markers_inside_a_sentence_leave_the_sentence_readable() -> None:
+    text, rows = markup.extract_buttons("Pick one: [button:Yes] or [button:No] please")
+    assert text == "Pick one: or please"
+    assert rows == [["Yes", "No"]]
+
+
+def test_markers_in_code_blocks_and_inline_code_stay_as_they_are() -> None:
+    source = (
+        "Write it like this:\n"
+        "```\n"
+        "[button:Example]\n"
+        "```\n"
+        "or inline `[button:Inline]`, then\n"
+        "[button:Got it]"
+    )
+    text, rows = markup.extract_buttons(source)
+    assert rows == [["Got it"]]
+    assert text == source.removesuffix("\n[button:Got it]")
+
+
+def test_an_unclosed_fence_protects_the_rest_of_the_text() -> None:
+    source = "```python\nprint('[button:No]')\n"
+    assert markup.extract_buttons(source) == (source, [])
+
+
+def test_text_without_markers_is_returned_untouched() -> None:
+    source = "  indented\n\n\ntrailing spaces   \n"
+    assert markup.extract_buttons(source) == (source, [])
+
+
+def test_removed_button_lines_leave_no_doubled_blank_lines_or_trailing_noise() -> None:
+    text, rows = markup.extract_buttons("Intro\n\n[button:A]\n\nMore text\n\n[button:B]\n")
+    assert text == "Intro\n\nMore text"
+    assert rows == [["A"], ["B"]]
+
+
+def test_empty_labels_are_dropped() -> None:
+    text, rows = markup.extract_buttons("Hi [button: ] [button:  Ok  ]")
+    assert (text, rows) == ("Hi", [["Ok"]])
+
+
+def test_button_data_keeps_short_labels_and_cuts_long_ones_on_a_character() -> None:
+    assert markup.button_data("Yes") == "Yes"
+    label = "a" * 63 + "ä"  # the umlaut is two bytes: it does not fit any more
+    assert markup.button_data(label) == "a" * 63
+    data = markup.button_data("🙂" * 20)
+    assert data == "🙂" * 16
+    assert len(data.encode()) <= 64
+
+
+# --- file tags -----------------------------------------------------------------------
+
+
+def test_file_tags_are_collected_and_removed() -> None:
+    text, files = markup.extract_files(
+        "Here is the report: <file:/srv/out/report.pdf>\n<file:/srv/out/chart.png>\nBye"
+    )
+    assert text == "Here is the report:\nBye"
+    assert files == ["/srv/out/report.pdf", "/srv/out/chart.png"]
+
+
+def test_file_tags_in_code_are_not_sent_and_duplicates_are_sent_once() -> None:
+    text, files = markup.extract_files(
+        "Use `<file:/x>` like so.\n```\n<file:/y>\n```\n<file:/z> and <file:/z>"
+    )
+    assert files == ["/z"]
+    assert "`<file:/x>`" in text and "<file:/y>" in text
+
+
+def test_file_uris_become_paths() -> None:
+    _, files = markup.extract_files("<file:file:///tmp/a%20b.txt>")
+    assert files == ["/tmp/a b.txt"]
+
+
+def test_strip_markup_removes_both_kinds() -> None:
+    assert markup.strip_markup("Done <file:/tmp/x.txt>\n[button:Thanks]") == "Done"
+
+
+# --- checking files ------------------------------------------------------------------
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    workspace = home / "state" / "workspace"
+    workspace.mkdir(parents=True)
+    return home, workspace
+
+
+def check(path: Path | str, roots: tuple[Path, Path], access: str) -> Path:
+    home, workspace = roots
+    return markup.check_file(str(path), workspace=workspace, home=home, file_access=access)
+
+
+def refusal(path: Path | str, roots: tuple[Path, Path], access: str) -> str:
+    with pytest.raises(FileRefused) as caught:
+        check(path, roots, access)
+    assert isinstance(caught.value, DuctorError)
+    return caught.value.reason
+
+
+def test_a_file_in_the_workspace_is_allowed_in_every_mode(roots: tuple[Path, Path]) -> None:
+    file = roots[1] / "output_to_user" / "a.txt"
+    file.parent.mkdir()
+    file.write_text("hi")
+    for access in ("all", "home", "workspace"):
+        assert check(file, roots, access) == file.resolve()
+
+
+def test_roots_are_enforced_per_mode(roots: tuple[Path, Path], tmp_path: Path) -> None:
+    in_home = roots[0] / "notes.txt"
+    in_home.write_text("x")
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("x")
+    assert check(in_home, roots, "home") == in_home.resolve()
+    assert refusal(in_home, roots, "workspace") == "outside the workspace"
+    assert refusal(outside, roots, "home") == "outside the home directory"
+    assert check(outside, roots, "all") == outside.resolve()
+    assert refusal(outside, roots, "something else") == "outside the workspace"
+
+
+def test_symlinks_are_followed_before_the_root_check(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("x")
+    link = roots[1] / "innocent.txt"
+    link.symlink_to(outside)
+    assert refusal(link, roots, "workspace") == "outside the workspace"
+    assert refusal(f"{roots[1]}/../../../secret.txt", roots, "workspace") == (
+        "outside the workspace"
+    )
+
+
+def test_bad_paths_are_refused_with_a_reason(roots: tuple[Path, Path]) -> None:
+    assert refusal("output_to_user/a.txt", roots, "all") == "not an absolute path"
+    assert refusal(roots[1] / "missing.txt", roots, "all") == "no such file"
+    assert refusal(roots[1], roots, "all") == "not a regular file"
+    assert "control characters" in refusal(f"{roots[1]}/a\nb", roots, "all")
+
+
+def test_files_over_50_mb_are_refused(roots: tuple[Path, Path]) -> None:
+    big = roots[1] / "big.bin"
+    with open(big, "wb") as stream:
+        stream.truncate(markup.MAX_FILE_BYTES + 1)
+    assert refusal(big, roots, "all") == "larger than 50 MB"
+    with open(big, "wb") as stream:
+        stream.truncate(markup.MAX_FILE_BYTES)
+    assert check(big, roots, "all") == big.resolve()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_files_are_refused(roots: tuple[Path, Path]) -> None:
+    file = roots[1] / "private.txt"
+    file.write_text("x")
+    file.chmod(0)
+    assert refusal(file, roots, "all") == "not readable"
+
+
+def test_the_refusal_message_names_the_path(roots: tuple[Path, Path]) -> None:
+    with pytest.raises(FileRefused, match=r"missing\.txt: no such file"):
+        check(roots[1] / "missing.txt", roots, "all")
