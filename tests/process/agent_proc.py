@@ -58,7 +58,7 @@ class AgentProcess:
 
     @property
     def socket(self) -> Path:
-        return self.root / "run" / self.name / "agent.sock"
+        return Path(self.env["DUCTOR_RUNTIME_DIR"]) / self.name / "agent.sock"
 
     @property
     def state(self) -> Path:

@@ -124,7 +124,7 @@ class Connection:
         try:
             request = protocol.decode_request(line, max_bytes=self.server.max_bytes)
         except ProtocolError as exc:
-            request_id = _loose_id(line)
+            request_id = exc.request_id or _loose_id(line)
             log.warning("refused a malformed request from %s: %s", self.peer, exc)
             self.send(Events.error(request_id, exc.code, str(exc)))
             return
