@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.process.agent_proc import AgentProcess, final, texts
+
 from ductor import protocol
 from ductor.protocol import Request, RequestType, new_request_id
-from ductor.protocol.client import connect
+from ductor.protocol.client import AgentDisconnected, connect
 from ductor.spool import Spool
-
-from tests.process.agent_proc import AgentProcess, final, texts
 
 
 def write_env(agent: AgentProcess, **values: str) -> None:
@@ -234,7 +234,7 @@ def test_stop_ends_the_running_turn_and_discards_the_queue(agent: AgentProcess) 
     results: dict[str, list[protocol.Event]] = {}
     running = threading.Thread(target=lambda: results.update(a=agent.message("long")))
     running.start()
-    wait_for(lambda: (agent.root / "r").exists())
+    wait_for((agent.root / "r").exists)
     queued = threading.Thread(target=lambda: results.update(b=agent.message("next")))
     queued.start()
     time.sleep(0.3)
@@ -255,7 +255,7 @@ def test_interrupt_ends_the_turn_quietly_and_keeps_the_session(agent: AgentProce
     results: dict[str, list[protocol.Event]] = {}
     running = threading.Thread(target=lambda: results.update(a=agent.message("long")))
     running.start()
-    wait_for(lambda: (agent.root / "r").exists())
+    wait_for((agent.root / "r").exists)
     time.sleep(0.2)
     answer = final(agent.message("/interrupt"))
     running.join(10)
@@ -410,9 +410,14 @@ def test_a_turn_interrupted_by_kill_9_is_rerun_once_after_restart_and_answered_o
     agent: AgentProcess,
 ) -> None:
     write_env(agent, FAKECLI_SCENARIO="claude-interrupt", FAKECLI_RECORD=str(agent.root / "r"))
-    running = threading.Thread(target=lambda: pytest.raises(Exception, agent.message, "important"))
+
+    def send_and_lose_the_agent() -> None:
+        with pytest.raises(AgentDisconnected):
+            agent.message("important")
+
+    running = threading.Thread(target=send_and_lose_the_agent)
     running.start()
-    wait_for(lambda: (agent.root / "r").exists())
+    wait_for((agent.root / "r").exists)
     agent.kill(signal.SIGKILL)
     running.join(10)
     write_env(agent, FAKECLI_SCENARIO="claude-new", FAKECLI_RECORD=str(agent.root / "r"))
@@ -460,7 +465,7 @@ def test_commands_answer_immediately_even_while_a_turn_runs(agent: AgentProcess)
     write_env(agent, FAKECLI_SCENARIO="claude-interrupt", FAKECLI_RECORD=str(agent.root / "r"))
     running = threading.Thread(target=agent.message, args=("long",))
     running.start()
-    wait_for(lambda: (agent.root / "r").exists())
+    wait_for((agent.root / "r").exists)
     started = time.monotonic()
     status = final(agent.message("/STATUS"))
     assert time.monotonic() - started < 2

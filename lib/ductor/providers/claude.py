@@ -313,6 +313,13 @@ class ClaudeParser(StreamParser):
         status = status or http_status_in(text)
         return self.fail(classify_error(text, status), text, status, usage)
 
+    def exit_failure(self, exit_code: int, stderr_text: str) -> list[Event]:
+        # On SIGINT Claude prints "[Request interrupted by user]" and then, now and then
+        # (about one run in 30 with a stalled stream), exits 0 without the result line.
+        if self._interrupted:
+            return self.fail(ErrorKind.INTERRUPTED, "Claude was interrupted")
+        return super().exit_failure(exit_code, stderr_text)
+
 
 def _blocks(message: JsonObject) -> list[JsonObject]:
     return [b for b in get_list(message, "content") if isinstance(b, dict)]
