@@ -143,7 +143,8 @@ def test_a_broken_config_fails_the_unit_once_with_a_clear_journal_line(agent_sd:
     config = f"{CONFIG}/agents/sd.toml"
     sh(
         sd,
-        f"cp {config} {config}.good && printf '[limits]\\nmax_parallel_sessions = \"many\"\\n' >> {config}",
+        f"cp {config} {config}.good"
+        f" && printf '[limits]\\nmax_parallel_sessions = \"many\"\\n' >> {config}",
     )
     try:
         sh(sd, "systemctl --user restart ductor-agent@sd.service", check=False)
