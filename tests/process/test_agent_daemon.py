@@ -571,3 +571,31 @@ def test_a_broken_config_exits_78_naming_file_line_and_key(tmp_path: Path) -> No
     log = process.log()
     assert "main.toml:5" in log and "streaming.edit_interval_seconds" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "flag"),
+    [("codex", "gpt-5.5", "exec"), ("gemini", "flash", "--output-format")],
+)
+def test_codex_and_gemini_turns_stream_and_resume_like_claude(
+    tmp_path: Path, provider: str, model: str, flag: str
+) -> None:
+    process = AgentProcess(
+        tmp_path, config=f'provider = "{provider}"\nmodel = "{model}"\ntransports = []\n'
+    )
+    process.write_config()
+    write_env(process, FAKECLI_RECORD=str(tmp_path / "record.jsonl"))
+    process.start()
+    try:
+        first = process.message("hello")
+        second = final(process.message("again"))
+    finally:
+        process.stop()
+    assert final(first).text == "ECHO: hello"
+    assert texts(first) == "ECHO: hello"
+    assert final(first).get_str("provider") == provider
+    runs = records(process)
+    assert all(r["cli"] == provider and flag in r["argv"] for r in runs)  # type: ignore[operator]
+    session_id = final(first).get_str("session_id")
+    assert session_id and session_id in runs[1]["argv"]  # type: ignore[operator]
+    assert second.get_str("session_id") == session_id

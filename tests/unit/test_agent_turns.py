@@ -117,9 +117,7 @@ def test_sequence_numbers_continue_after_a_restart(store: TurnStore, state_dir: 
     assert after_restart.next_seq() == 5
 
 
-def test_mark_running_persists_the_state_and_start_time(
-    store: TurnStore, state_dir: Path
-) -> None:
+def test_mark_running_persists_the_state_and_start_time(store: TurnStore, state_dir: Path) -> None:
     queued = store.save(record(1))
     before = datetime.now(UTC)
 
@@ -188,9 +186,7 @@ def test_records_and_parked_replies_are_readable_only_by_the_owner(store: TurnSt
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
 
 
-def test_a_parked_reply_reads_back_as_the_same_envelope(
-    store: TurnStore, state_dir: Path
-) -> None:
+def test_a_parked_reply_reads_back_as_the_same_envelope(store: TurnStore, state_dir: Path) -> None:
     envelope = reply("t0001", "forty-two")
 
     store.park_reply("t0001", envelope)

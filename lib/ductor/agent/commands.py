@@ -120,7 +120,7 @@ async def cmd_interrupt(agent: Agent, request: protocol.Request, _: str) -> Comm
 
 async def cmd_stop_all(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
     count = await agent.stop_all()
-    others = await agent.stop_other_agents(request) if hasattr(agent, "stop_other_agents") else 0
+    others = await agent.stop_other_agents(request)
     total = count + others
     if not total:
         return CommandResult("No active processes found on any agent.")

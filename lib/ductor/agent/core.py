@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -391,6 +392,57 @@ class Agent:
         for key in list(self.lanes):
             self.discard_queued(key)
         return await self.registry.stop_all()
+
+    async def stop_other_agents(self, request: protocol.Request) -> int:
+        """``/stop_all`` reaches every agent on this machine; theirs do not fan out again."""
+        if request.origin.startswith("agent:"):
+            return 0
+        from ductor import agents
+
+        others = [n for n in agents.list_agents(self.paths) if n != self.name]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self._stop_agent, name) for name in others)
+        )
+        return sum(results)
+
+    def _stop_agent(self, name: str) -> int:
+        from ductor.protocol.client import call
+
+        socket_path = self.paths.agent_socket(name)
+        if not socket_path.exists():
+            return 0  # not running: nothing to stop, and no reason to start it
+        request = protocol.Request(
+            type=protocol.RequestType.ABORT,
+            id=protocol.new_request_id(),
+            mode=protocol.AbortMode.STOP_ALL,
+            origin=f"agent:{self.name}",
+        )
+        try:
+            events = call(socket_path, request, timeout=10)
+        except Exception as exc:  # another agent's trouble must not fail this command
+            log.warning("stop_all: agent %s did not answer: %s", name, exc)
+            return 0
+        text = events[-1].text if events else ""
+        digits = [int(w) for w in text.split() if w.isdigit()]
+        return digits[0] if digits else 0
+
+    def start_model_discovery(self, interval: float = 3600.0) -> threading.Event:
+        """Discover Codex and Gemini models now and then hourly, in a daemon thread (a
+        discovery may take up to its timeout and must never delay a stop). The last
+        known lists are kept when a discovery fails. Set the returned event to end it."""
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.is_set():
+                for models in self.models.values():
+                    try:
+                        models.refresh_if_stale()
+                    except Exception:
+                        log.warning("model discovery failed", exc_info=True)
+                done.wait(interval)
+
+        threading.Thread(target=loop, name="model discovery", daemon=True).start()
+        return done
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -120,6 +120,7 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> in
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     watchdog = asyncio.create_task(notifier.watchdog_loop())
+    discovery = agent.start_model_discovery()
     where = "socket from systemd" if activated else str(paths.agent_socket(name))
     log.info(
         "agent %s ready on %s (ductor %s, %s/%s); %s",
@@ -145,6 +146,7 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> in
     notifier.stopping("stopping")
     server.close()
     await agent.shutdown()
+    discovery.set()
     for task in (watchdog, publisher):
         task.cancel()
     if not activated:

@@ -1,0 +1,191 @@
+"""ductor.agent.commands and the user-facing error texts of ductor.agent.execute."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from ductor import paths, protocol
+from ductor.agent import commands
+from ductor.agent.commands import COMMANDS, HELP, command_word, is_command, is_private
+from ductor.agent.core import Agent
+from ductor.agent.execute import error_text
+from ductor.config import AgentConfig
+from ductor.protocol import ProtocolError, Request, RequestType
+
+
+def request(
+    session: str | None = "tg:123", text: str = "hi", chat_is_private: bool | None = None
+) -> Request:
+    kind = RequestType.COMMAND if text.startswith("/") else RequestType.MESSAGE
+    if session is None:
+        kind = RequestType.STATUS
+    return Request(kind, "r1", session=session, text=text, chat_is_private=chat_is_private)
+
+
+def make_agent(root: Path) -> Agent:
+    env = {
+        "DUCTOR_CONFIG_DIR": str(root / "config"),
+        "DUCTOR_STATE_DIR": str(root / "state"),
+        "DUCTOR_RUNTIME_DIR": str(root / "runtime"),
+        "DUCTOR_CACHE_DIR": str(root / "cache"),
+        "HOME": str(root / "home"),
+    }
+    return Agent("main", paths.resolve(env=env), AgentConfig(), env=env)
+
+
+def run_text(tmp_path: Path, text: str) -> commands.CommandResult | None:
+    async def run() -> commands.CommandResult | None:
+        return await commands.run_command_text(make_agent(tmp_path), request(text=text))
+
+    return asyncio.run(run())
+
+
+# -- command_word ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/Model@mybot sonnet", ("/model", "sonnet")),
+        ("  /status  ", ("/status", "")),
+        ("/model   opus   high ", ("/model", "opus   high")),
+        ("/stop_all@bot", ("/stop_all", "")),
+        ("hello /model", ("", "")),
+        ("", ("", "")),
+        ("@sonnet hi", ("", "")),
+    ],
+)
+def test_command_word_splits_the_command_from_its_arguments(
+    text: str, expected: tuple[str, str]
+) -> None:
+    assert command_word(text) == expected
+
+
+def test_only_known_commands_count_as_commands() -> None:
+    assert is_command("/help")
+    assert is_command("/MODEL@bot opus")
+    assert not is_command("/etc/passwd is a file")
+    assert not is_command("what does /help do?")
+
+
+# -- is_private --------------------------------------------------------------------------
+
+
+def test_a_telegram_chat_with_a_positive_id_is_private() -> None:
+    assert is_private(request("tg:123456"))
+
+
+def test_a_telegram_group_with_a_negative_id_is_not_private() -> None:
+    assert not is_private(request("tg:-100123456"))
+
+
+def test_a_topic_is_never_private() -> None:
+    assert not is_private(request("tg:123:7"))
+    assert not is_private(request("tg:-100123:7"))
+
+
+def test_a_cli_session_is_private_and_other_transports_are_not_by_default() -> None:
+    assert is_private(request("cli:alice"))
+    assert not is_private(request("mx:!room:example.org"))
+
+
+def test_what_the_transport_says_about_the_chat_wins_over_the_session_key() -> None:
+    assert is_private(request("mx:!room:example.org", chat_is_private=True))
+    assert not is_private(request("tg:123456", chat_is_private=False))
+
+
+def test_is_private_without_a_session_is_a_bad_request() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        is_private(request(None))
+
+    assert raised.value.code is protocol.ErrorCode.BAD_REQUEST
+
+
+# -- error_text --------------------------------------------------------------------------
+
+
+def test_an_auth_error_tells_the_user_to_log_in_again_and_keeps_the_session() -> None:
+    text = error_text("auth", "401 Unauthorized", "sonnet", 600)
+
+    assert "[sonnet]" in text
+    assert "session is kept" in text
+    assert "not logged in" in text
+    assert "ductor doctor" in text
+    assert "401" not in text
+
+
+def test_a_rate_limit_tells_the_user_to_wait() -> None:
+    text = error_text("rate_limit", "429", "opus", 600)
+
+    assert "rate limit" in text
+    assert "Wait a while" in text
+
+
+def test_a_context_overflow_points_to_new() -> None:
+    text = error_text("context_too_long", "prompt is too long", "opus", 600)
+
+    assert "no longer fits" in text
+    assert "/new" in text
+
+
+@pytest.mark.parametrize(("seconds", "minutes"), [(600, 10), (3600, 60), (20, 1), (0, 1)])
+def test_a_timeout_says_after_how_many_minutes_the_cli_was_stopped(
+    seconds: float, minutes: int
+) -> None:
+    text = error_text("timeout", "", "opus", seconds)
+
+    assert text.startswith("**Timeout**")
+    assert f"after {minutes} min." in text
+    assert "session is kept" in text
+
+
+def test_another_error_shows_the_first_line_of_the_detail() -> None:
+    text = error_text("other", "  boom: disk full\nTraceback (most recent call last):", "opus", 60)
+
+    assert text.endswith("**Detail:** `boom: disk full`")
+    assert "Traceback" not in text
+
+
+def test_a_long_detail_is_cut_to_200_characters() -> None:
+    text = error_text("other", "x" * 500, "opus", 60)
+
+    assert text.endswith("`" + "x" * 200 + "`")
+    assert "x" * 201 not in text
+
+
+def test_an_error_without_detail_says_so() -> None:
+    assert error_text("other", "   ", "opus", 60).endswith("`(no detail)`")
+
+
+# -- help and dispatch -------------------------------------------------------------------
+
+
+def test_help_lists_every_command_except_aliases() -> None:
+    first_word_for: dict[object, str] = {}
+    for word, handler in COMMANDS.items():
+        first_word_for.setdefault(handler, word)
+    listed = set(re.findall(r"^(/\w+):", HELP, flags=re.MULTILINE))
+
+    canonical = set(first_word_for.values())
+
+    assert canonical == listed, (
+        f"missing from /help: {canonical - listed}; extra: {listed - canonical}"
+    )
+    assert "/start" not in listed
+
+
+def test_an_unknown_slash_word_is_no_command(tmp_path: Path) -> None:
+    assert run_text(tmp_path, "/frobnicate now") is None
+
+
+def test_help_and_its_alias_start_answer_with_the_help_text(tmp_path: Path) -> None:
+    helped = run_text(tmp_path, "/help")
+    started = run_text(tmp_path, "/start@mybot")
+
+    assert helped is not None
+    assert started is not None
+    assert helped.text == started.text == HELP
