@@ -415,10 +415,11 @@ def descendants(pid: int) -> list[int]:
 
 
 def memory_of(pid: int) -> tuple[str, int, int] | None:
-    """Command name, VmRSS and Pss in kB; None for a process that is gone."""
+    """Its command line (short), VmRSS and Pss in kB; None for a process that is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return None
 
@@ -428,8 +429,8 @@ def memory_of(pid: int) -> tuple[str, int, int] | None:
                 return int(line.split()[1])
         return 0
 
-    name = status.splitlines()[0].split(":", 1)[1].strip()
-    return name, field_kb(status, "VmRSS"), field_kb(rollup, "Pss")
+    command = " ".join(Path(arg).name if "/" in arg else arg for arg in argv[:4] if arg)
+    return command, field_kb(status, "VmRSS"), field_kb(rollup, "Pss")
 
 
 def report_idle_rss(agent: Agent, when: str) -> None:
@@ -441,11 +442,11 @@ def report_idle_rss(agent: Agent, when: str) -> None:
         memory = memory_of(pid)
         if memory is None:
             continue
-        name, rss, pss = memory
+        command, rss, pss = memory
         role = "agent daemon" if pid == agent.proc.pid else "child"
         print(
-            f"    pid {pid:<8}{name:<16}{role:<14}"
-            f"VmRSS {rss / 1024:6.1f} MB   Pss {pss / 1024:6.1f} MB"
+            f"    pid {pid:<8}{role:<14}VmRSS {rss / 1024:6.1f} MB  Pss {pss / 1024:6.1f} MB"
+            f"  {command}"
         )
         total_rss += rss
         total_pss += pss

@@ -380,14 +380,15 @@ def test_stalled_turn_is_warned_then_stopped_as_timed_out(tmp_path: Path) -> Non
 
 def test_turn_that_keeps_printing_is_extended_and_completes(tmp_path: Path) -> None:
     policy = TimeoutPolicy(
-        timeout=0.8,
+        timeout=2.0,
         warning_intervals=(),
-        activity_extension=0.4,
+        activity_extension=0.6,
         max_extensions=10,
         activity_window=5.0,
     )
-    # Five lines 300 ms apart: about 1.4 s in all, well past the first deadline.
-    run = CliRun(spec("gemini", tmp_path, policy=policy, DELAY_MS="300"))
+    # Five lines 700 ms apart: about 3.5 s in all, well past the first deadline, with
+    # room for a slow interpreter start on a loaded machine.
+    run = CliRun(spec("gemini", tmp_path, policy=policy, DELAY_MS="700"))
 
     events = collect(run)
 

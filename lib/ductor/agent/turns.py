@@ -150,7 +150,7 @@ class TurnStore:
             try:
                 data = atomic.read_json(file)
                 records.append(TurnRecord.from_dict(data if isinstance(data, dict) else {}))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, atomic.CorruptFileError) as exc:
                 bad = file.with_suffix(".bad")
                 log.error("cannot read turn record %s (%s); moved it to %s", file, exc, bad.name)
                 file.rename(bad)
