@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Protocol
 
+from ductor.jsontypes import describe
 from ductor.protocol.messages import (
     PROTOCOL_VERSION,
     TERMINAL_EVENTS,
@@ -20,7 +21,6 @@ from ductor.protocol.messages import (
     EventType,
     ProtocolError,
     check_version,
-    describe,
     encode_line,
 )
 

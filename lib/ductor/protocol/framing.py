@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from ductor.jsontypes import describe
 from ductor.protocol.events import Event
 from ductor.protocol.messages import (
     DEFAULT_FRAME_MAX,
@@ -17,7 +18,6 @@ from ductor.protocol.messages import (
     ProtocolError,
     Request,
     check_version,
-    describe,
 )
 
 if TYPE_CHECKING:  # asyncio costs the oneshots ~50 ms; only read_line needs it

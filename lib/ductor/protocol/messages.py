@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from ductor.errors import DuctorError
+from ductor.jsontypes import describe
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_FRAME_MAX: Final = 1024 * 1024
@@ -102,25 +103,6 @@ class ProtocolError(DuctorError):
         self.field = field
         self.request_id = ""
         super().__init__(f"{field}: {message}" if field else message)
-
-
-def describe(value: object) -> str:
-    """A type name a person understands, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _bad(field: str, message: str) -> ProtocolError:

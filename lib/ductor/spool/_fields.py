@@ -11,28 +11,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
+from ductor.jsontypes import describe
 from ductor.spool.errors import EnvelopeError
 
 _MISSING: Final = object()
-
-
-def describe(value: object) -> str:
-    """A type name a person understands, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def parse_timestamp(value: object, field: str) -> datetime:

@@ -19,7 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ductor.spool._fields import Fields, describe, id_value
+from ductor.jsontypes import describe
+from ductor.spool._fields import Fields, id_value
 from ductor.spool.errors import EnvelopeError
 
 FORMAT_VERSION = 1
