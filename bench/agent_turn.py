@@ -11,7 +11,7 @@ way a transport sends them (``want_ack``, ack after the final).
 
 overhead
     The fake claude replays ``claude-partial`` with its recorded timing (tokens every
-    ~200 ms, first text at ~1.9 s, exit at ~4.2 s). Bare: the CLI run directly, time to
+    ~200 ms, first text at ~1.8 s, exit at ~4.2 s). Bare: the CLI run directly, time to
     the first stdout line that carries text (a text_delta or an assistant text) and to
     its exit. Agent: a message in a new session, time from sending the request to the
     first ``text`` event and to the ``final`` event. Budget: first text ≤ bare + 50 ms,
@@ -100,7 +100,7 @@ class Agent:
     @property
     def env(self) -> dict[str, str]:
         return {
-            "PATH": cli_path(),
+            "PATH": cli_path(self.root),
             "HOME": str(self.root / "home"),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(REPO / "lib"),
@@ -161,6 +161,13 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the daemon itself, user and system (its CLIs are not in it)."""
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_file.exists():
             return "(no log)"
@@ -219,8 +226,19 @@ def agent_turn(agent: Agent, text: str, session: str) -> Turn:
 # -- the bare CLI ---------------------------------------------------------------------------
 
 
-def cli_path() -> str:
-    return f"{FAKECLI}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+def cli_path(root: Path) -> str:
+    """A PATH with the fake claude and, for its ``#!/usr/bin/env python3``, this python.
+
+    The same for the agent and the bare runs. No version-manager shim (pyenv) sits in
+    front of the interpreter, and no codex or gemini is found: the fake codex does not
+    emulate ``codex app-server``, and model discovery would leave it hanging for 30 s.
+    """
+    bin_dir = root / "bin"
+    if not bin_dir.is_dir():
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "claude").symlink_to(FAKECLI / "claude")
+        (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))
+    return f"{bin_dir}:/usr/bin:/bin"
 
 
 def carries_text(line: bytes) -> bool:
@@ -239,13 +257,13 @@ def carries_text(line: bytes) -> bool:
     return False
 
 
-def bare_run(delay: str, resume: str | None = None) -> Turn:
-    argv = [str(FAKECLI / "claude"), "-p", "--output-format", "stream-json", "--verbose"]
+def bare_run(root: Path, delay: str, resume: str | None = None) -> Turn:
+    argv = ["claude", "-p", "--output-format", "stream-json", "--verbose"]
     if resume:
         argv += ["--resume", resume]
     env = {
-        "PATH": cli_path(),
-        "HOME": os.environ.get("HOME", "/"),
+        "PATH": cli_path(root),
+        "HOME": str(root / "home"),
         "LANG": "C.UTF-8",
         "FAKECLI_SCENARIO": SCENARIO,
         "FAKECLI_DELAY_MS": delay,
@@ -253,7 +271,7 @@ def bare_run(delay: str, resume: str | None = None) -> Turn:
     first_text_ms = None
     started = time.monotonic()
     with subprocess.Popen(
-        [*argv, "--", "hello"],
+        [*argv, "--", "hello"],  # found on env's PATH, as the agent finds it
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -340,18 +358,18 @@ def measure_pair(
 def measure_overhead(agent: Agent, runs: int, serial: bool, resumed: bool) -> None:
     # One untimed pass without delays warms both paths (imports, page cache, parsers).
     agent.write_dotenv(FAKECLI_SCENARIO=SCENARIO, FAKECLI_DELAY_MS="0")
-    bare_run("0")
+    bare_run(agent.root, "0")
     agent_turn(agent, "warm-up", "tg:2999")
     agent.write_dotenv(FAKECLI_SCENARIO=SCENARIO, FAKECLI_DELAY_MS="recorded")
 
     kinds = {"new session": Samples(), "resumed session": Samples()}
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), agent.cpu_seconds()
     for run in range(runs):
         session = f"tg:{2000 + run}"
         new = measure_pair(
             kinds["new session"],
             partial(agent_turn, agent, "hello", session),
-            partial(bare_run, "recorded"),
+            partial(bare_run, agent.root, "recorded"),
             serial=serial,
             agent_first=run % 2 == 0,
         )
@@ -359,15 +377,17 @@ def measure_overhead(agent: Agent, runs: int, serial: bool, resumed: bool) -> No
             measure_pair(
                 kinds["resumed session"],
                 partial(agent_turn, agent, "again", session),
-                partial(bare_run, "recorded", resume=new.session_id),
+                partial(bare_run, agent.root, "recorded", resume=new.session_id),
                 serial=serial,
                 agent_first=run % 2 == 0,
             )
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, agent.cpu_seconds() - cpu_before
+    turns = sum(len(samples.agent) for samples in kinds.values())
 
     how = "one after the other" if serial else f"side by side, {PAIR_OFFSET_S} s apart"
     print(f"(a) overhead of a turn, {runs} runs, fake claude {SCENARIO!r} with its recorded timing")
     print(f"    agent turn and bare CLI run {how}; {elapsed:.0f} s")
+    print(f"    agent daemon CPU: {cpu / turns * 1000:.0f} ms a turn (user + system)")
     for kind, samples in kinds.items():
         if samples.agent:
             report_overhead(kind, samples)
@@ -522,9 +542,9 @@ def measure_parallel(agent: Agent, sessions: int, messages: int, delay_ms: int) 
     alone = time.monotonic() - started
 
     chats = list(range(5000, 5000 + sessions))
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), agent.cpu_seconds()
     results = burst_of_chats(agent, chats, messages)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, agent.cpu_seconds() - cpu_before
 
     finals = sum(1 for turns in results.values() for turn in turns if turn.reply == PARALLEL_REPLY)
     runs = prompts_by_chat(record)
@@ -546,7 +566,8 @@ def measure_parallel(agent: Agent, sessions: int, messages: int, delay_ms: int) 
     )
     print(
         f"    send → final per message: median {statistics.median(latencies):.0f} ms,"
-        f" p90 {percentile(latencies, 0.9):.0f} ms, max {max(latencies):.0f} ms"
+        f" p90 {percentile(latencies, 0.9):.0f} ms, max {max(latencies):.0f} ms;"
+        f" agent daemon CPU {cpu:.2f} s"
     )
     expected = sessions * messages
     print(

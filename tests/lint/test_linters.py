@@ -17,9 +17,10 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def shell_scripts() -> list[Path]:
-    scripts = [REPO / "install.sh", REPO / "tests" / "run", REPO / ".ci" / "run"]
+    scripts = [REPO / "install.sh", REPO / "tests" / "run", REPO / "tests" / "install-claude"]
+    scripts.append(REPO / ".ci" / "run")
     for path in REPO.rglob("*"):
-        if ".venv" in path.parts or ".git" in path.parts or not path.is_file():
+        if {".venv", ".git", ".cache"} & set(path.parts) or not path.is_file():
             continue
         if path.suffix == ".sh" or (
             path.parent.name == "bin" and path.read_bytes()[:40].startswith(b"#!/usr/bin/env bash")

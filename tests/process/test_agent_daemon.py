@@ -636,8 +636,7 @@ def test_a_session_the_cli_no_longer_knows_is_retried_once_as_a_fresh_session(
     assert "a new session was started" in end.text
     assert end.text.endswith("ECHO: hello")
     assert any(
-        e.type is protocol.EventType.STATUS and e.get_str("status") == "recovering"
-        for e in events
+        e.type is protocol.EventType.STATUS and e.get_str("status") == "recovering" for e in events
     )
     runs = records(process)
     assert len(runs) == 2  # the failed resume never reached the fake; the retry did

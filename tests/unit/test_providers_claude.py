@@ -300,3 +300,17 @@ def test_cost_of_a_resumed_session_counts_this_turn_only() -> None:
     assert isinstance(final, Result)
     assert final.cost_usd == 0.000188
     assert (final.input_tokens, final.output_tokens) == (12, 7)
+
+
+def test_an_interrupt_marker_without_a_result_ends_as_interrupted_not_as_no_answer() -> None:
+    # Claude 2.1.330 sometimes exits 0 right after the interrupt marker, without the
+    # error_during_execution result the recorded transcript has.
+    lines = (fixtures_dir() / "claude-interrupt.jsonl").read_text().splitlines()
+    marker = next(i for i, line in enumerate(lines) if "[Request interrupted by user" in line)
+    parser = ClaudeParser()
+    for line in lines[: marker + 1]:
+        parser.feed(line)
+    events = parser.finish(0, "")
+    errors = [e for e in events if isinstance(e, Error)]
+    assert [e.error for e in errors] == [ErrorKind.INTERRUPTED]
+    assert isinstance(events[-1], Result) and events[-1].is_error

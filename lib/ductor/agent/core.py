@@ -15,9 +15,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,9 +24,9 @@ from ductor import protocol
 from ductor.agent import recovery
 from ductor.agent.dotenv import DotEnv
 from ductor.agent.execute import Outcome, Turn, TurnEnv
-from ductor.agent.runner import CliRun, ProcessRegistry
+from ductor.agent.runner import ProcessRegistry
 from ductor.agent.sessions import SessionStore
-from ductor.agent.turns import TurnKind, TurnRecord, TurnState, TurnStore, new_turn_id
+from ductor.agent.turns import TurnKind, TurnRecord, TurnStore, new_turn_id
 from ductor.config import AgentConfig
 from ductor.paths import Paths
 from ductor.protocol import ErrorCode, Events
@@ -106,7 +105,7 @@ class Agent:
         self.acks: dict[str, Sink] = {}  # turn id -> the client that owes its ack
         self.started_at = time.monotonic()
         self.closing = False
-        self.on_change: list[object] = []
+        self.on_change: list[Callable[[], None]] = []  # told when lanes change (STATUS=)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -463,15 +462,7 @@ class Agent:
 
     def _changed(self) -> None:
         for callback in self.on_change:
-            if callable(callback):
-                callback()
-
-    def job_for_entry(self, entry: str) -> Job | None:
-        for lane in self.lanes.values():
-            for job in lane.pending:
-                if job.record.id == entry:
-                    return job
-        return None
+            callback()
 
 
 def _id_value(text: str | None) -> int | str:
@@ -481,10 +472,3 @@ def _id_value(text: str | None) -> int | str:
         return int(text)
     except ValueError:
         return text
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["Agent", "CliRun", "Job", "Lane", "Sink", "TurnState"]
