@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ductor import atomic
+from ductor.errors import DuctorError
 from ductor.providers.request import Provider
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,11 @@ class DiscoveredModels:
         """Run the discovery; keep the last known list when it fails or finds nothing."""
         try:
             found = tuple(self.discover())
+        except DuctorError as exc:  # expected trouble (not installed, no answer): one line
+            log.warning(
+                "%s model discovery failed (%s); keeping the last known list", self.provider, exc
+            )
+            return self.models()
         except Exception:
             log.warning(
                 "%s model discovery failed; keeping the last known list",
