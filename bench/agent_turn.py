@@ -4,12 +4,12 @@
                                          [--only overhead|rss|parallel] [--dir DIR]
 
 One agent daemon (``bin/ductor-agent``) runs in a private layout under a scratch
-directory, with the fake CLIs of tests/fakecli first on its PATH; the fake CLIs get their
-FAKECLI_* settings through the agent's ``.env`` (the CLI's environment is an allowlist).
-It is started once and serves all parts; requests go through the protocol client, the
-way a transport sends them (``want_ack``, ack after the final).
+directory, with the fake claude of tests/fakecli on its PATH (see ``cli_path``); the fake
+gets its FAKECLI_* settings through the agent's ``.env`` (the CLI's environment is an
+allowlist). It is started once and serves all parts; requests go through the protocol
+client, the way a transport sends them (``want_ack``, ack after the final).
 
-overhead
+(a) overhead
     The fake claude replays ``claude-partial`` with its recorded timing (tokens every
     ~200 ms, first text at ~1.8 s, exit at ~4.2 s). Bare: the CLI run directly, time to
     the first stdout line that carries text (a text_delta or an assistant text) and to
@@ -20,11 +20,11 @@ overhead
     side with a bare run started 0.3 s after it (or before it, every other run): the two
     meet only while both sleep between lines, 100 ms apart. ``--serial`` runs them one
     after the other instead; ``--resumed`` adds a resumed turn (``--resume``) per run.
-overhead, rss
+(b) rss
     2 s after one turn, VmRSS (and PSS) of the daemon and any children, from /proc.
     Budget: 60 MB for all processes of an idle agent with one transport; no transport
     exists yet, so this is the agent's part. Read again at the end, after all parts.
-parallel
+(c) parallel
     20 sessions at once (``limits.max_parallel_sessions = 20``), one thread each, sending
     3 messages in sequence (each sent once the agent has accepted or queued the one
     before), the fake CLI pacing ``claude-new`` at 100 ms a line. Every reply must
@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from ductor.errors import DuctorError
 from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
 from ductor.protocol.client import AgentUnavailable, Exchange, call, connect
 
@@ -122,6 +123,7 @@ class Agent:
         """Hand FAKECLI_* settings to the CLI; a new inode, so the agent sees the change."""
         file = self.root / "config" / "credentials" / AGENT / ".env"
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        values |= fixtures()
         self.env_writes += 1
         staged = file.with_name(f".env.{self.env_writes}")
         staged.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
@@ -241,6 +243,15 @@ def cli_path(root: Path) -> str:
     return f"{bin_dir}:/usr/bin:/bin"
 
 
+def fixtures() -> dict[str, str]:
+    """Where the fake finds its recordings, when this environment says (as tests honour it)."""
+    if os.environ.get("FAKECLI_FIXTURES"):
+        return {"FAKECLI_FIXTURES": os.environ["FAKECLI_FIXTURES"]}
+    if os.environ.get("DUCTOR_SHARED_DIR"):
+        return {"FAKECLI_FIXTURES": str(Path(os.environ["DUCTOR_SHARED_DIR"], "fixtures", "cli"))}
+    return {}
+
+
 def carries_text(line: bytes) -> bool:
     try:
         obj = json.loads(line)
@@ -267,6 +278,7 @@ def bare_run(root: Path, delay: str, resume: str | None = None) -> Turn:
         "LANG": "C.UTF-8",
         "FAKECLI_SCENARIO": SCENARIO,
         "FAKECLI_DELAY_MS": delay,
+        **fixtures(),
     }
     first_text_ms = None
     started = time.monotonic()
@@ -494,7 +506,7 @@ def chat_burst(agent: Agent, chat: int, messages: int) -> list[Turn]:
             first = exchange.next_event()
             if first is None or first.type not in (EventType.ACCEPTED, EventType.QUEUED):
                 raise Failure(f"{text!r}: expected accepted or queued, got {first}")
-        return [finish(ex, started, repr(text)) for ex, started, text in opened]
+        return [finish(exchange, sent_at, repr(text)) for exchange, sent_at, text in opened]
     finally:
         for exchange, _, _ in opened:
             exchange.close()
@@ -574,12 +586,16 @@ def measure_parallel(agent: Agent, sessions: int, messages: int, delay_ms: int) 
         f"    replies: {finals}/{expected} finals with the expected text;"
         f" CLI runs in the order sent: {len(in_order)}/{sessions} sessions"
     )
-    if finals != expected or len(in_order) != sessions:
-        wrong = [chat for chat in chats if chat not in in_order][:3]
-        raise Failure(
-            f"replies lost or out of order: {finals}/{expected} finals; runs of the first"
-            f" sessions out of order: {[(chat, runs.get(chat)) for chat in wrong]}"
+    problems = []
+    if finals != expected:
+        problems.append(f"{expected - finals} of {expected} replies missing or wrong")
+    if wrong := [chat for chat in chats if chat not in in_order]:
+        problems.append(
+            f"CLI runs out of order in {len(wrong)} sessions, e.g. chat {wrong[0]}:"
+            f" {runs.get(wrong[0])}"
         )
+    if problems:
+        raise Failure("; ".join(problems))
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -601,6 +617,8 @@ def main() -> int:
     )
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory's parent")
     args = parser.parse_args()
+    if min(args.runs, args.sessions, args.messages) < 1 or args.delay_ms < 0:
+        parser.error("--runs, --sessions and --messages must be at least 1, --delay-ms ≥ 0")
     parts = set(args.only or ["overhead", "rss", "parallel"])
 
     python = sys.version.split()[0]
@@ -620,7 +638,7 @@ def main() -> int:
                 measure_parallel(agent, args.sessions, args.messages, args.delay_ms)
             if "rss" in parts and len(parts) > 1:
                 report_idle_rss(agent, "after all parts")
-        except Failure as failure:
+        except (Failure, DuctorError, OSError) as failure:
             print(f"FAILED: {failure}", file=sys.stderr)
             print(f"agent log (last lines):\n{agent.log_tail()}", file=sys.stderr)
             return 1

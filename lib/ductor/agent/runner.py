@@ -370,9 +370,17 @@ class CliRun:
     async def _exited(self) -> None:
         """Until the process has exited. ``Process.wait()`` would also wait for every
         descendant that inherited stdout to close it; the exit status is known before."""
-        assert self._process is not None
-        while self._process.returncode is None:
-            await asyncio.sleep(EXIT_POLL)
+        process = self._process
+        assert process is not None
+        # Usually the CLI exits and its pipes close together: wait() returns at once.
+        # Polling covers the exit that descendants holding the pipes would hide.
+        waiter = asyncio.ensure_future(process.wait())
+        try:
+            while process.returncode is None and not waiter.done():
+                await asyncio.wait({waiter}, timeout=EXIT_POLL)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
 
     async def _close_pipes(self, reader: asyncio.Task[None], drainer: asyncio.Task[None]) -> None:
         """Read what is left in the pipes. A descendant that still holds them after the
