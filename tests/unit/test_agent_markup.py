@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -171,12 +173,37 @@ def test_files_over_50_mb_are_refused(roots: tuple[Path, Path]) -> None:
     assert check(big, roots, "all") == big.resolve()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
 def test_unreadable_files_are_refused(roots: tuple[Path, Path]) -> None:
-    file = roots[1] / "private.txt"
-    file.write_text("x")
-    file.chmod(0)
-    assert refusal(file, roots, "all") == "not readable"
+    if os.geteuid() != 0:
+        file = roots[1] / "private.txt"
+        file.write_text("x")
+        file.chmod(0)
+        assert refusal(file, roots, "all") == "not readable"
+        return
+    # Root reads every file: check as another user, in a folder that user may enter.
+    folder = Path(tempfile.mkdtemp(prefix="ductor-markup-"))
+    try:
+        folder.chmod(0o755)
+        file = folder / "private.txt"
+        file.write_text("x")
+        file.chmod(0)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                answer = refusal(file, (folder, folder), "all")
+                os.write(write_end, answer.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        answer = os.read(read_end, 1000).decode()
+        os.close(read_end)
+    finally:
+        shutil.rmtree(folder)
+    assert answer == "not readable"
 
 
 def test_the_refusal_message_names_the_path(roots: tuple[Path, Path]) -> None:
