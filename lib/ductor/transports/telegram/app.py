@@ -1,0 +1,541 @@
+"""``ductor-telegram --name NAME``: the Telegram transport of one agent.
+
+Long polling with our own loop over python-telegram-bot's ``Bot``, so that the update
+offset is committed only after the agent has accepted the message durably (it answered
+``accepted`` or ``queued``, which it does once the turn is on disk): a message that
+arrives while the agent, the transport or the machine is down is answered after the
+restart, never dropped. Each accepted message is then followed in its own task: its
+events become one Telegram message edited in place (stream.py), and the final answer is
+acknowledged to the agent only after it is shown, so a crash in between re-delivers it
+from the outbox. The outbox drain (outbox.py) delivers what comes later (cron results,
+answers whose client went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import telegram
+from telegram.request import HTTPXRequest
+
+from ductor import atomic, config, protocol
+from ductor.agent import markup
+from ductor.errors import ConfigError, DuctorError
+from ductor.notify import Notifier
+from ductor.paths import Paths
+from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
+from ductor.protocol.aclient import AsyncExchange, open_exchange
+from ductor.protocol.client import AgentUnavailable
+from ductor.spool import Spool
+from ductor.transports.telegram import media
+from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
+from ductor.transports.telegram.formatting import markdown_to_html
+from ductor.transports.telegram.ingress import Action, Incoming, classify
+from ductor.transports.telegram.outbox import OutboxDrain
+from ductor.transports.telegram.sender import BotSender, Rows
+from ductor.transports.telegram.stream import StreamEditor, StreamOptions
+from ductor.transports.telegram.topics import TopicNames
+
+log = logging.getLogger("ductor.telegram")
+
+POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
+TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
+AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits while the agent cannot be reached
+MENU = (
+    ("new", "Fresh session with the default model"),
+    ("reset", "Fresh session with the current model"),
+    ("stop", "Stop the running answer"),
+    ("interrupt", "Interrupt the running answer"),
+    ("model", "Choose the model"),
+    ("effort", "Choose the reasoning effort"),
+    ("status", "Session and agent status"),
+    ("memory", "Show the agent's memory"),
+    ("diagnose", "Versions, config and recent logs"),
+    ("info", "About ductor"),
+    ("help", "All commands"),
+)
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+
+
+@dataclass
+class Offset:
+    """The next update to ask Telegram for, persisted after every handled update."""
+
+    file: Path
+    value: int = 0
+
+    def load(self) -> Offset:
+        with contextlib.suppress(OSError, ValueError, DuctorError):
+            data = atomic.read_json(self.file)
+            if isinstance(data, dict) and isinstance(data.get("offset"), int):
+                self.value = data["offset"]
+        return self
+
+    def advance(self, update_id: int) -> None:
+        if update_id + 1 > self.value:
+            self.value = update_id + 1
+            atomic.write_json(self.file, {"offset": self.value}, mode=0o600)
+
+
+class TelegramTransport:
+    def __init__(
+        self, name: str, paths: Paths, agent_config: config.AgentConfig, token: str
+    ) -> None:
+        self.name = name
+        self.paths = paths
+        self.config = agent_config
+        base = agent_config.telegram.api_base_url.rstrip("/")
+        self.bot = telegram.Bot(
+            token,
+            base_url=f"{base}/bot",
+            base_file_url=f"{base}/file/bot",
+            request=HTTPXRequest(connection_pool_size=32, read_timeout=30, write_timeout=60),
+            get_updates_request=HTTPXRequest(read_timeout=POLL_TIMEOUT + 15),
+        )
+        self.sender = BotSender(self.bot)
+        state = paths.agent_state(name) / "telegram"
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.offset = Offset(state / "offset.json").load()
+        self.chats = ChatActivity(state)
+        self.topics = TopicNames()
+        self.socket = paths.agent_socket(name)
+        self.workspace = paths.workspace(name)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.recent: OrderedDict[tuple[int, int], None] = OrderedDict()  # dedupe
+        self.notifier = Notifier()
+        self.username = ""
+        self.bot_id = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.bot.initialize()
+                break
+            except telegram.error.InvalidToken as exc:
+                raise ConfigError(
+                    f"Telegram refused the bot token ({exc}); store the right one with"
+                    f" `ductor init` or in {self.paths.agent_credentials(self.name)}"
+                ) from None
+            except telegram.error.NetworkError as exc:
+                log.warning("cannot reach Telegram (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+        me = self.bot.bot
+        self.username, self.bot_id = me.username or "", me.id
+        with contextlib.suppress(telegram.error.TelegramError):
+            await self.bot.delete_webhook()
+        with contextlib.suppress(telegram.error.TelegramError):
+            await self.bot.set_my_commands([telegram.BotCommand(c, d) for c, d in MENU])
+        await self.audit_groups()
+
+    async def audit_groups(self) -> None:
+        for chat_id in self.chats.audit(self.config.telegram.allowed_group_ids):
+            log.warning("leaving group %s: it is no longer in allowed_group_ids", chat_id)
+            with contextlib.suppress(telegram.error.TelegramError):
+                await self.bot.leave_chat(chat_id)
+            self.chats.record(chat_id, title="", chat_type="group", status="auto_left")
+
+    def file_allowed(self, path: Path) -> bool:
+        """The path check of every file sent out (``file_access`` in the config)."""
+        try:
+            markup.check_file(
+                str(path),
+                workspace=self.workspace,
+                home=Path.home(),
+                file_access=self.config.file_access,
+            )
+        except markup.FileRefused as exc:
+            log.warning("not sending %s: %s", path, exc)
+            return False
+        return True
+
+    def status_line(self) -> str:
+        return f"@{self.username}: {len(self.tasks)} chat turn(s) in flight"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        drain = OutboxDrain(
+            Spool(self.paths.spool(self.name)).outbox("tg"),
+            self.sender,
+            allowed_user_ids=self.config.telegram.allowed_user_ids,
+            main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
+            file_allowed=self.file_allowed,
+        )
+        self.notifier.ready(self.status_line())
+        log.info("polling as @%s for agent %s", self.username, self.name)
+        background = [
+            asyncio.create_task(drain.run(stop)),
+            asyncio.create_task(self.notifier.watchdog_loop()),
+        ]
+        try:
+            await self.poll(stop)
+        finally:
+            for task in background:
+                task.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.bot.shutdown()
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self.offset.value or None,
+                    timeout=POLL_TIMEOUT,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+                delay = 1.0
+            except telegram.error.Conflict:
+                log.error("another process polls this bot's updates; retrying in 10 s")
+                await asyncio.sleep(10)
+                continue
+            except telegram.error.RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except telegram.error.NetworkError as exc:
+                log.warning("getUpdates failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+                continue
+            for update in updates:
+                await self.handle(update, stop)
+                if stop.is_set():
+                    return
+                self.offset.advance(update.update_id)
+            self.notifier.status(self.status_line())
+
+    # -- one update ----------------------------------------------------------------------
+
+    async def handle(self, update: telegram.Update, stop: asyncio.Event) -> None:
+        """Return only once the update is safe: refused, handled, or accepted by the agent."""
+        try:
+            incoming = classify(
+                update, bot_username=self.username, bot_id=self.bot_id, config=self.config.telegram
+            )
+        except Exception:
+            log.exception("cannot read update %s; skipping it", update.update_id)
+            return
+        key = (incoming.chat_id, incoming.message_id)
+        if incoming.message_id and key in self.recent:
+            return
+        self.recent[key] = None
+        while len(self.recent) > 500:
+            self.recent.popitem(last=False)
+        action = incoming.action
+        if action is Action.IGNORE:
+            log.debug("ignored update %s: %s", update.update_id, incoming.reason)
+        elif action is Action.REFUSE:
+            log.warning("refused update %s: %s", update.update_id, incoming.reason)
+            if incoming.chat_type != "private":
+                self.chats.record(
+                    incoming.chat_id,
+                    title=incoming.chat_title,
+                    chat_type=incoming.chat_type,
+                    status="rejected",
+                )
+        elif action is Action.LEAVE_GROUP:
+            await self.leave_unknown(incoming)
+        elif action is Action.TOPIC_NAME:
+            if incoming.thread_id is not None:
+                self.topics.learn(incoming.chat_id, incoming.thread_id, incoming.topic_name)
+        else:
+            if incoming.chat_type != "private":
+                self.chats.record(
+                    incoming.chat_id,
+                    title=incoming.chat_title,
+                    chat_type=incoming.chat_type,
+                    status="active",
+                )
+            await self.to_agent(incoming, stop)
+
+    async def leave_unknown(self, incoming: Incoming) -> None:
+        log.warning(
+            "group %s (%s) is not in allowed_group_ids: leaving it",
+            incoming.chat_id,
+            incoming.chat_title,
+        )
+        with contextlib.suppress(DuctorError):
+            await self.sender.send_text(
+                incoming.chat_id,
+                "This group is not authorized to use this bot. Leaving.",
+                thread_id=incoming.thread_id,
+            )
+        with contextlib.suppress(telegram.error.TelegramError):
+            await self.bot.leave_chat(incoming.chat_id)
+        self.chats.record(
+            incoming.chat_id,
+            title=incoming.chat_title,
+            chat_type=incoming.chat_type,
+            status="auto_left",
+        )
+
+    async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
+        if incoming.action is Action.COMMAND and await self.local_command(incoming):
+            return
+        if incoming.action is Action.BUTTON:
+            await self.answer_callback(incoming)
+        request = await self.request_for(incoming)
+        delay_index = 0
+        while True:
+            try:
+                exchange = await open_exchange(self.socket, request)
+                first = await exchange.next_event()
+                break
+            except (AgentUnavailable, ConnectionError, OSError) as exc:
+                if stop.is_set():
+                    return
+                wait = AGENT_RETRY[min(delay_index, len(AGENT_RETRY) - 1)]
+                delay_index += 1
+                log.warning("agent %s unavailable (%s); retrying in %.1f s", self.name, exc, wait)
+                await asyncio.sleep(wait)
+        if first is None:
+            await exchange.close()
+            return
+        task = asyncio.create_task(self.follow(incoming, exchange, first))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def request_for(self, incoming: Incoming) -> Request:
+        user = protocol.User(id=str(incoming.user_id), name=incoming.user_name)
+        common = {
+            "id": new_request_id(),
+            "session": incoming.session,
+            "user": user,
+            "message_id": str(incoming.message_id) if incoming.message_id else "",
+            "chat_is_private": incoming.chat_is_private,
+        }
+        if incoming.action is Action.ABORT:
+            return Request(type=RequestType.ABORT, mode=protocol.AbortMode(incoming.mode), **common)  # type: ignore[arg-type]
+        if incoming.action is Action.BUTTON:
+            return Request(type=RequestType.BUTTON, data=incoming.data, want_ack=True, **common)  # type: ignore[arg-type]
+        if incoming.action is Action.COMMAND:
+            return Request(type=RequestType.COMMAND, text=incoming.text, want_ack=True, **common)  # type: ignore[arg-type]
+        files = await self.download(incoming)
+        return Request(
+            type=RequestType.MESSAGE,
+            text=incoming.text,
+            quoted=incoming.quoted,
+            files=tuple(str(f) for f in files),
+            want_ack=True,
+            **common,  # type: ignore[arg-type]
+        )
+
+    async def download(self, incoming: Incoming) -> list[Path]:
+        saved: list[Path] = []
+        for attachment in incoming.attachments:
+            try:
+                media.check_size(attachment.size)
+                file = await self.bot.get_file(attachment.file_id)
+                directory = media.incoming_dir(self.workspace, datetime.now(UTC))
+                fallback = f"{attachment.kind}-{incoming.message_id}"
+                suffix = Path(file.file_path or "").suffix
+                name = media.safe_name(attachment.file_name or fallback + suffix, fallback=fallback)
+                target = media.unique_path(directory, name)
+                await file.download_to_drive(target)
+                if attachment.kind == "photo" or (attachment.mime_type or "").startswith("image/"):
+                    target = await asyncio.to_thread(media.process_image, target, self.config.image)
+                saved.append(target)
+            except (DuctorError, telegram.error.TelegramError, OSError) as exc:
+                log.warning(
+                    "could not save a %s from chat %s: %s", attachment.kind, incoming.chat_id, exc
+                )
+                with contextlib.suppress(DuctorError):
+                    await self.sender.send_text(
+                        incoming.chat_id,
+                        f"Could not receive that {attachment.kind}: {exc}",
+                        thread_id=incoming.thread_id,
+                        reply_to=incoming.message_id or None,
+                    )
+        return saved
+
+    async def answer_callback(self, incoming: Incoming) -> None:
+        with contextlib.suppress(telegram.error.TelegramError):
+            await self.bot.answer_callback_query(incoming.callback_id)
+
+    async def local_command(self, incoming: Incoming) -> bool:
+        """Telegram-only commands, answered here: /where and /leave."""
+        word = incoming.text.split(maxsplit=1)[0].lower() if incoming.text else ""
+        if word == "/where":
+            text = self.chats.format_where()
+        elif word == "/leave":
+            try:
+                group = parse_leave_args(incoming.text)
+            except ValueError as exc:
+                text = str(exc)
+            else:
+                try:
+                    await self.bot.leave_chat(group)
+                except telegram.error.TelegramError as exc:
+                    text = f"Could not leave {group}: {exc}"
+                else:
+                    self.chats.record(group, title="", chat_type="group", status="left")
+                    text = f"Left {group}."
+        else:
+            return False
+        with contextlib.suppress(DuctorError):
+            await self.sender.send_text(
+                incoming.chat_id,
+                markdown_to_html(text),
+                thread_id=incoming.thread_id,
+                reply_to=incoming.message_id or None,
+            )
+        return True
+
+    # -- following a request's events ----------------------------------------------------
+
+    async def follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+        try:
+            async with exchange:
+                await self._follow(incoming, exchange, first)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the answer in chat %s failed", incoming.chat_id)
+
+    async def _follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+        chat, thread = incoming.chat_id, incoming.thread_id
+        reply_to = incoming.message_id or None
+        if first.is_terminal:
+            await self.show_terminal(incoming, first, selector=incoming.action is Action.BUTTON)
+            await self.ack(exchange, first)
+            return
+        if incoming.action is Action.BUTTON:
+            await self.mark_choice(incoming)
+        options = StreamOptions.from_config(self.config.streaming, self.config.scene)
+        editor = StreamEditor(
+            self.sender, chat, thread_id=thread, reply_to=reply_to, options=options
+        )
+        indicator: int | None = None
+        typing = asyncio.create_task(self.keep_typing(chat, thread))
+        try:
+            event: Event | None = first
+            while event is not None:
+                if event.type is EventType.QUEUED:
+                    indicator = await self.show_queued(incoming, event)
+                elif event.type is EventType.ACCEPTED:
+                    await self.drop_indicator(chat, indicator)
+                    indicator = None
+                elif event.type is EventType.FINAL:
+                    await editor.finish(event)
+                    await self.send_files(incoming, event)
+                    await self.ack(exchange, event)
+                elif event.type is EventType.ERROR:
+                    if indicator is not None and event.get_str("kind") in (
+                        "discarded",
+                        "cancelled",
+                    ):
+                        word = "discarded" if event.get_str("kind") == "discarded" else "cancelled"
+                        with contextlib.suppress(DuctorError):
+                            await self.sender.edit_text(
+                                chat, indicator, f"<i>[Message {word}.]</i>"
+                            )
+                    else:
+                        await editor.fail(event)
+                else:
+                    await editor.on_event(event)
+                event = await exchange.next_event()
+        finally:
+            typing.cancel()
+
+    async def ack(self, exchange: AsyncExchange, event: Event) -> None:
+        turn = event.get_str("turn")
+        if turn:
+            with contextlib.suppress(DuctorError, OSError, ConnectionError):
+                await exchange.ack(turn)
+
+    async def show_terminal(self, incoming: Incoming, event: Event, *, selector: bool) -> None:
+        """A command's answer (or an error): one message, edited in place for selectors."""
+        buttons: Rows = [[(b.label, b.data) for b in row] for row in event.button_rows()]
+        text = event.text or (event.get_str("kind") and f"Error: {event.text}") or "(no answer)"
+        html = markdown_to_html(text)
+        try:
+            if selector and incoming.message_id:
+                await self.sender.edit_text(
+                    incoming.chat_id, incoming.message_id, html, buttons=buttons or None
+                )
+            else:
+                await self.sender.send_text(
+                    incoming.chat_id,
+                    html,
+                    thread_id=incoming.thread_id,
+                    reply_to=incoming.message_id or None,
+                    buttons=buttons or None,
+                )
+        except DuctorError as exc:
+            log.warning("could not show a command's answer in chat %s: %s", incoming.chat_id, exc)
+
+    async def mark_choice(self, incoming: Incoming) -> None:
+        """A pressed agent button: the choice is shown on its message, the keyboard goes."""
+        message = incoming.button_message_html
+        if not incoming.message_id or message is None:
+            return
+        with contextlib.suppress(DuctorError):
+            await self.sender.edit_text(
+                incoming.chat_id,
+                incoming.message_id,
+                f"{message}\n\n<i>[USER ANSWER] {_escape(incoming.data)}</i>",
+            )
+
+    async def show_queued(self, incoming: Incoming, event: Event) -> int | None:
+        entry = event.get_str("entry")
+        try:
+            return await self.sender.send_text(
+                incoming.chat_id,
+                "<i>[Message in queue...]</i>",
+                thread_id=incoming.thread_id,
+                reply_to=incoming.message_id or None,
+                buttons=[[("Cancel message", f"mq:{entry}")]],
+            )
+        except DuctorError:
+            return None
+
+    async def drop_indicator(self, chat: int, indicator: int | None) -> None:
+        if indicator is not None:
+            with contextlib.suppress(DuctorError):
+                await self.sender.delete(chat, indicator)
+
+    async def send_files(self, incoming: Incoming, event: Event) -> None:
+        for path in event.get_strings("files"):
+            file = Path(path)
+            try:
+                await self.sender.send_file(
+                    incoming.chat_id,
+                    file,
+                    thread_id=incoming.thread_id,
+                    as_photo=media.is_photo(file),
+                )
+            except DuctorError as exc:
+                log.warning("could not send %s to chat %s: %s", file, incoming.chat_id, exc)
+                with contextlib.suppress(DuctorError):
+                    await self.sender.send_text(
+                        incoming.chat_id,
+                        f"Could not send {_escape(file.name)}: {_escape(str(exc))}",
+                        thread_id=incoming.thread_id,
+                    )
+
+    async def keep_typing(self, chat: int, thread: int | None) -> None:
+        while True:
+            with contextlib.suppress(DuctorError):
+                await self.sender.chat_action(chat, thread)
+            await asyncio.sleep(TYPING_EVERY)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _seconds(value: object) -> float:
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    return float(value)  # type: ignore[arg-type]
