@@ -505,6 +505,27 @@ class TelegramStub:
             failures = self._failures.setdefault(method.lower(), deque())
             failures.append(_Failure(error_code, description, retry_after, times))
 
+    def enable_control(self, enabled: bool = True) -> None:
+        """Serve ``POST /_test/user_sends`` and ``/_test/bot_messages``: JSON in, JSON out.
+
+        For tests whose programs run in another network namespace (a booted systemd):
+        they reach the stub over HTTP only, so the test plays the user the same way.
+        """
+        self._server.control = enabled
+
+    def _control(self, op: str, args: JsonDict) -> JsonDict:
+        if op == "user_sends":
+            chat = int(args.pop("chat_id"))
+            text = args.pop("text", None)
+            return {"message_id": self.user_sends(chat, text, **args)}
+        if op == "bot_messages":
+            messages = self.bot_messages(int(args["chat_id"]))
+            keep = ("message_id", "text", "plain_text", "reply_to_message_id", "message_thread_id")
+            return {"messages": [{k: m.get(k) for k in keep} for m in messages]}
+        if op == "calls":
+            return {"calls": [c.method for c in self.calls]}
+        return {"error": f"unknown control operation {op}"}
+
     def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
         """Block until ``predicate()`` is true (checked after every call and update); its
         value. TimeoutError naming the calls seen otherwise."""
@@ -962,6 +983,7 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, handler)
         self.stub = stub
+        self.control = False  # serve /_test/... (see TelegramStub.enable_control)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away
@@ -994,6 +1016,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(404, ApiError(404, "Not Found").body())
             else:
                 self._send(200, "application/octet-stream", content)
+            return
+        if self.server.control and (control := re.fullmatch(r"/_test/([a-z_]+)", url.path)):
+            self._send_json(200, stub._control(control.group(1), json.loads(body or b"{}")))
             return
         match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)/?", url.path)
         if match is None:
@@ -1060,6 +1085,12 @@ def _options() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the one token it accepts")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also serve POST /_test/user_sends and /_test/bot_messages (JSON), so a test"
+        " in another network namespace can play the user",
+    )
     return parser
 
 
@@ -1069,6 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with TelegramStub(args.port, args.token) as stub:
+        stub.enable_control(args.control)
         print(stub.base_url, flush=True)
         while not stop.wait(0.5):
             pass
