@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.systemd.test_install import CONFIG, SRC, TOKEN, sh
 
 pytestmark = pytest.mark.systemd
