@@ -20,16 +20,13 @@ USER = 4242
 ENV_FILE = f"{CONFIG}/credentials/tg/.env"
 VENV_PYTHON = "~/.local/share/ductor/venv/bin/python"
 
-CONTROL = (
-    """
+CONTROL = f"""
 import json, sys, urllib.request
 request = urllib.request.Request(
-    "http://127.0.0.1:%d/_test/" + sys.argv[1], data=sys.argv[2].encode(),
-    headers={"Content-Type": "application/json"})
+    "http://127.0.0.1:{STUB_PORT}/_test/" + sys.argv[1], data=sys.argv[2].encode(),
+    headers={{"Content-Type": "application/json"}})
 print(urllib.request.urlopen(request, timeout=10).read().decode())
 """
-    % STUB_PORT
-)
 
 
 def control(systemd: Any, op: str, **args: Any) -> dict[str, Any]:
