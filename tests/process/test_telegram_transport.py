@@ -188,7 +188,8 @@ def test_a_long_answer_is_split_into_complete_messages(tmp_path: Path, stub: Tel
     scenario.write_text(base.with_suffix(".jsonl").read_text().replace("ECHO: hello", long_text))
     for suffix in (".meta.json", ".stderr"):
         (tmp_path / f"long{suffix}").write_bytes(base.with_suffix(suffix).read_bytes())
-    agent = setup_agent(tmp_path, stub, FAKECLI_SCENARIO=str(scenario))
+    # max_messages = 0: all of it as messages, never as a document
+    agent = setup_agent(tmp_path, stub, "max_messages = 0\n", FAKECLI_SCENARIO=str(scenario))
     agent.start()
     transport = Transport(agent).start()
     try:
@@ -201,3 +202,16 @@ def test_a_long_answer_is_split_into_complete_messages(tmp_path: Path, stub: Tel
     finally:
         transport.stop()
         agent.stop()
+
+
+def test_a_selector_answers_every_press_on_the_same_message(
+    stub: TelegramStub, running: tuple[AgentProcess, Transport]
+) -> None:
+    stub.user_sends(USER, "/model", user_id=USER)
+    stub.wait_for(lambda: any(m["reply_markup"] for m in stub.bot_messages(USER)), timeout=20)
+    (selector,) = stub.bot_messages(USER)
+    first = stub.user_presses(USER, selector["message_id"], "ms:m:sonnet", user_id=USER)
+    stub.wait_for(lambda: stub.bot_messages(USER)[0]["history"], timeout=10)
+    second = stub.user_presses(USER, selector["message_id"], "ms:r:high:sonnet", user_id=USER)
+    stub.wait_for(lambda: "reasoning: high" in answer_texts(stub, USER)[0], timeout=10)
+    assert stub.callback_answer(first) is not None and stub.callback_answer(second) is not None

@@ -170,3 +170,28 @@ def test_a_broken_config_fails_the_unit_once_with_a_clear_journal_line(agent_sd:
 
 def home(systemd: Any) -> str:
     return str(sh(systemd, "echo $HOME").stdout.strip())
+
+
+def test_an_idle_agent_exits_and_the_next_message_starts_it_again(agent_sd: Any) -> None:
+    sd = agent_sd
+    dropin = "~/.config/systemd/user/ductor-agent@sd.service.d/30-test-idle.conf"
+    sh(
+        sd,
+        f"mkdir -p $(dirname {dropin})"
+        f" && printf '[Service]\\nEnvironment=DUCTOR_AGENT_IDLE_EXIT=2\\n' > {dropin}",
+    )
+    try:
+        sh(sd, "systemctl --user daemon-reload && systemctl --user restart ductor-agent@sd.service")
+        set_env(sd, FAKECLI_RECORD=f"{home(sd)}/record.jsonl")
+        assert "ECHO: hello" in sh(sd, "ductor chat sd -m hello").stdout
+        sd.wait_until(
+            lambda: show(sd, "ductor-agent@sd.service", "ActiveState")["ActiveState"] == "inactive",
+            timeout=30,
+            what="the idle agent exited",
+        )
+        assert show(sd, "ductor-agent@sd.socket", "ActiveState")["ActiveState"] == "active"
+        assert "ECHO: hello" in sh(sd, "ductor chat sd -m again").stdout
+        journal = sd.journal(unit="ductor-agent@sd.service", user=True)
+        assert "idle for 2 s: exiting" in journal
+    finally:
+        sh(sd, f"rm -f {dropin} && systemctl --user daemon-reload", check=False)

@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +82,35 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> int:
+DEFAULT_IDLE_EXIT = 600.0  # seconds; only with socket activation
+
+
+async def exit_when_idle(
+    agent: Agent, server: AgentServer, stop: asyncio.Event, idle_exit: float
+) -> None:
+    """Stop after ``idle_exit`` seconds without a client, a turn or an awaited ack: the
+    socket stays with systemd, so the next connection starts the agent again."""
+    idle_since = time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(min(5.0, idle_exit / 2))
+        busy = agent.lanes or server.connections or agent.acks
+        if busy:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= idle_exit:
+            log.info(
+                "idle for %.0f s: exiting; the socket starts the agent on the next message",
+                idle_exit,
+            )
+            stop.set()
+
+
+async def serve(
+    name: str,
+    paths: Paths,
+    agent_config: config.AgentConfig,
+    *,
+    idle_exit: float = DEFAULT_IDLE_EXIT,
+) -> int:
     notifier = Notifier()
     agent = Agent(name, paths, agent_config)
     workspace.ensure_workspace(
@@ -141,7 +170,14 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> in
             await asyncio.sleep(0.2)  # at most five STATUS= updates a second
 
     publisher = asyncio.create_task(publish_status())
+    idler = (
+        asyncio.create_task(exit_when_idle(agent, server, stop, idle_exit))
+        if activated and idle_exit > 0
+        else None
+    )
     await stop.wait()
+    if idler is not None:
+        idler.cancel()
     log.info("stopping: %s", agent.status_line())
     notifier.stopping("stopping")
     server.close()
@@ -168,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the system-wide layout (/etc/ductor, /var/lib/ductor)",
     )
     parser.add_argument("--log-level", help="override the config's log_level")
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=float(os.environ.get("DUCTOR_AGENT_IDLE_EXIT", DEFAULT_IDLE_EXIT)),
+        metavar="SECONDS",
+        help="when socket-activated, exit after this long without work (0: never;"
+        " default %(default)g, or $DUCTOR_AGENT_IDLE_EXIT)",
+    )
     parser.add_argument("--version", action="version", version=f"ductor-agent {__version__}")
     return parser
 
@@ -181,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_config = config.load_agent_config(paths, name)
         if not args.log_level:
             logging.getLogger().setLevel(agent_config.log_level)
-        return asyncio.run(serve(name, paths, agent_config))
+        return asyncio.run(serve(name, paths, agent_config, idle_exit=args.idle_exit))
     except ConfigError as exc:
         log.error("%s", exc)
         return int(ExitCode.CONFIG)

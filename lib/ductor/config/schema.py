@@ -92,6 +92,7 @@ class StreamingConfig:
     show_reasoning_stream: bool = False
     show_tool_progress: bool = True
     show_thinking_indicator: bool = True
+    max_messages: int = setting(4, min=0)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,11 @@ from ductor.protocol.client import AgentUnavailable
 from ductor.spool import Spool
 from ductor.transports.telegram import media
 from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
-from ductor.transports.telegram.formatting import markdown_to_html
+from ductor.transports.telegram.formatting import MESSAGE_LIMIT, markdown_to_html, split_html
 from ductor.transports.telegram.ingress import Action, Incoming, classify
 from ductor.transports.telegram.outbox import OutboxDrain
-from ductor.transports.telegram.sender import BotSender, Rows
+from ductor.transports.telegram.reactions import SEEN, THINKING, StatusReaction
+from ductor.transports.telegram.sender import BotSender, Rows, SendRefused
 from ductor.transports.telegram.stream import StreamEditor, StreamOptions
 from ductor.transports.telegram.topics import TopicNames
 
@@ -47,6 +48,8 @@ log = logging.getLogger("ductor.telegram")
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
 TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
 AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits while the agent cannot be reached
+AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the groups the bot is in
+SUMMARY_CHARS = 300  # at most this much of a long answer is shown above its document
 MENU = (
     ("new", "Fresh session with the default model"),
     ("reset", "Fresh session with the current model"),
@@ -107,7 +110,7 @@ class TelegramTransport:
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.recent: OrderedDict[tuple[int, int], None] = OrderedDict()  # dedupe
+        self.recent: OrderedDict[tuple[int, int | str], None] = OrderedDict()  # dedupe
         self.notifier = Notifier()
         self.username = ""
         self.bot_id = 0
@@ -144,6 +147,17 @@ class TelegramTransport:
                 await self.bot.leave_chat(chat_id)
             self.chats.record(chat_id, title="", chat_type="group", status="auto_left")
 
+    async def audit_daily(self, stop: asyncio.Event) -> None:
+        """Leave groups dropped from the allowlist once a day, besides start and reload."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), AUDIT_EVERY)
+                return
+            try:
+                await self.audit_groups()
+            except Exception:
+                log.exception("the daily audit of allowed groups failed")
+
     def file_allowed(self, path: Path) -> bool:
         """The path check of every file sent out (``file_access`` in the config)."""
         try:
@@ -175,6 +189,7 @@ class TelegramTransport:
         background = [
             asyncio.create_task(drain.run(stop)),
             asyncio.create_task(self.notifier.watchdog_loop()),
+            asyncio.create_task(self.audit_daily(stop)),
         ]
         try:
             await self.poll(stop)
@@ -226,7 +241,11 @@ class TelegramTransport:
         except Exception:
             log.exception("cannot read update %s; skipping it", update.update_id)
             return
-        key = (incoming.chat_id, incoming.message_id)
+        # A button press names the message it is under, and one message can be pressed
+        # more than once (a selector's next level): presses are told apart by query id.
+        key: tuple[int, int | str] = (incoming.chat_id, incoming.message_id)
+        if incoming.action is Action.BUTTON:
+            key = (incoming.chat_id, f"query:{incoming.callback_id}")
         if incoming.message_id and key in self.recent:
             return
         self.recent[key] = None
@@ -417,17 +436,22 @@ class TelegramTransport:
             self.sender, chat, thread_id=thread, reply_to=reply_to, options=options
         )
         indicator: int | None = None
+        reaction = await self.react_on_receipt(incoming)
         typing = asyncio.create_task(self.keep_typing(chat, thread))
         try:
             event: Event | None = first
             while event is not None:
+                if reaction is not None:
+                    reaction.on_event(event)
                 if event.type is EventType.QUEUED:
                     indicator = await self.show_queued(incoming, event)
                 elif event.type is EventType.ACCEPTED:
+                    if reaction is not None:
+                        reaction.want(THINKING)
                     await self.drop_indicator(chat, indicator)
                     indicator = None
                 elif event.type is EventType.FINAL:
-                    await editor.finish(event)
+                    await self.show_final(incoming, editor, event)
                     await self.send_files(incoming, event)
                     await self.ack(exchange, event)
                 elif event.type is EventType.ERROR:
@@ -447,6 +471,65 @@ class TelegramTransport:
                 event = await exchange.next_event()
         finally:
             typing.cancel()
+            if reaction is not None:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    reaction.abandon()  # shutting down: no more calls to Telegram
+                else:
+                    await reaction.clear()
+
+    async def react_on_receipt(self, incoming: Incoming) -> StatusReaction | None:
+        """The status reaction of a user's message (``scene.status_reaction``), or, with
+        ``scene.seen_reaction`` instead, a 👀 that stays."""
+        scene = self.config.scene
+        if incoming.action is not Action.MESSAGE or not incoming.message_id:
+            return None
+        if scene.status_reaction:
+            return StatusReaction(self.sender, incoming.chat_id, incoming.message_id)
+        if scene.seen_reaction:
+            try:
+                await self.sender.react(incoming.chat_id, incoming.message_id, SEEN)
+            except DuctorError as exc:
+                log.info("no seen reaction in chat %s: %s", incoming.chat_id, exc)
+        return None
+
+    async def show_final(self, incoming: Incoming, editor: StreamEditor, final: Event) -> None:
+        """The final answer as messages; one longer than ``streaming.max_messages``
+        messages as a short summary with the full Markdown attached as a document."""
+        streaming = self.config.streaming
+        limit = streaming.max_messages
+        if (
+            not limit
+            or (streaming.append_mode and streaming.enabled)
+            or final.get_bool("is_error")
+            or len(final.text) <= MESSAGE_LIMIT
+            or len(split_html(markdown_to_html(final.text))) <= limit
+        ):
+            await editor.finish(final)
+            return
+        summary = Event(final.type, final.request_id, {**final.data, "text": summarise(final.text)})
+        await editor.finish(summary)
+        if not await self.send_answer_file(incoming, final):
+            await editor.finish(final)  # the summary becomes the whole answer after all
+
+    async def send_answer_file(self, incoming: Incoming, final: Event) -> bool:
+        """Send ``final``'s text as ``answer-<turn>.md``; whether Telegram took it."""
+        directory = self.paths.agent_state(self.name) / "telegram" / "tmp"
+        turn = final.get_str("turn") or final.request_id
+        path = directory / media.safe_name(f"answer-{turn}.md", fallback="answer.md")
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(final.text, encoding="utf-8")
+            await self.sender.send_file(incoming.chat_id, path, thread_id=incoming.thread_id)
+        except (DuctorError, OSError) as exc:
+            log.warning(
+                "could not send a long answer as a file to chat %s: %s", incoming.chat_id, exc
+            )
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        return True
 
     async def ack(self, exchange: AsyncExchange, event: Event) -> None:
         turn = event.get_str("turn")
@@ -508,13 +591,24 @@ class TelegramTransport:
     async def send_files(self, incoming: Incoming, event: Event) -> None:
         for path in event.get_strings("files"):
             file = Path(path)
+            if not self.file_allowed(file):
+                with contextlib.suppress(DuctorError):
+                    await self.sender.send_text(
+                        incoming.chat_id,
+                        f"<i>Could not send {_escape(file.name)}: it is not allowed.</i>",
+                        thread_id=incoming.thread_id,
+                    )
+                continue
             try:
-                await self.sender.send_file(
-                    incoming.chat_id,
-                    file,
-                    thread_id=incoming.thread_id,
-                    as_photo=media.is_photo(file),
-                )
+                if media.is_photo(file):
+                    try:
+                        await self.sender.send_file(
+                            incoming.chat_id, file, thread_id=incoming.thread_id, as_photo=True
+                        )
+                        continue
+                    except SendRefused as exc:  # dimensions or encoding Telegram dislikes
+                        log.info("%s refused as a photo (%s); sending a document", file, exc)
+                await self.sender.send_file(incoming.chat_id, file, thread_id=incoming.thread_id)
             except DuctorError as exc:
                 log.warning("could not send %s to chat %s: %s", file, incoming.chat_id, exc)
                 with contextlib.suppress(DuctorError):
@@ -529,6 +623,16 @@ class TelegramTransport:
             with contextlib.suppress(DuctorError):
                 await self.sender.chat_action(chat, thread)
             await asyncio.sleep(TYPING_EVERY)
+
+
+def summarise(text: str) -> str:
+    """The first paragraph of a long answer, at most ``SUMMARY_CHARS`` of it, and a
+    note that the whole answer is attached."""
+    first = text.strip().split("\n\n", 1)[0].strip()
+    if len(first) > SUMMARY_CHARS:
+        cut = first.rfind(" ", 0, SUMMARY_CHARS)
+        first = first[: cut if cut > SUMMARY_CHARS // 2 else SUMMARY_CHARS].rstrip() + " …"
+    return f"{first}\n\n_Full answer attached ({len(text)} characters)._"
 
 
 def _escape(text: str) -> str:
