@@ -72,7 +72,13 @@ class FakeSender:
         return self._accept(Call("text", chat_id, thread_id, html, buttons))
 
     async def edit_text(
-        self, chat_id: int, message_id: int, html: str, *, buttons: Rows | None = None
+        self,
+        chat_id: int,
+        message_id: int,
+        html: str,
+        *,
+        buttons: Rows | None = None,
+        final: bool = False,
     ) -> None:
         raise AssertionError("the drain never edits")
 

@@ -59,7 +59,13 @@ class FakeSender:
         return message_id
 
     async def edit_text(
-        self, chat_id: int, message_id: int, html: str, *, buttons: Rows | None = None
+        self,
+        chat_id: int,
+        message_id: int,
+        html: str,
+        *,
+        buttons: Rows | None = None,
+        final: bool = False,
     ) -> None:
         self.calls.append(("edit", time.monotonic()))
         if self.refuse_edits:

@@ -83,8 +83,16 @@ class Sender(Protocol):
     ) -> int: ...
 
     async def edit_text(
-        self, chat_id: int, message_id: int, html: str, *, buttons: Rows | None = None
-    ) -> None: ...
+        self,
+        chat_id: int,
+        message_id: int,
+        html: str,
+        *,
+        buttons: Rows | None = None,
+        final: bool = False,
+    ) -> None:
+        """``final``: the last edit of an answer, not held back by the per-chat spacing
+        of streaming edits (Telegram's 429 ``retry_after`` still applies)."""
 
     async def delete(self, chat_id: int, message_id: int) -> None: ...
 
@@ -209,7 +217,13 @@ class BotSender:
         return await self._call(what, chat_id, self._html_or_plain(what, html, once))
 
     async def edit_text(
-        self, chat_id: int, message_id: int, html: str, *, buttons: Rows | None = None
+        self,
+        chat_id: int,
+        message_id: int,
+        html: str,
+        *,
+        buttons: Rows | None = None,
+        final: bool = False,
     ) -> None:
         async def once(text: str, parse_mode: str | None) -> None:
             try:
@@ -226,7 +240,7 @@ class BotSender:
 
         what = f"editing message {message_id} in chat {chat_id}"
         await self._call(
-            what, chat_id, self._html_or_plain(what, html, once), edit=True, idempotent=True
+            what, chat_id, self._html_or_plain(what, html, once), edit=not final, idempotent=True
         )
 
     async def delete(self, chat_id: int, message_id: int) -> None:

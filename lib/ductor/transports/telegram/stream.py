@@ -330,9 +330,13 @@ class StreamEditor:
         self._sent_any = True
         return _Shown(message_id, content, buttons)
 
-    async def _edit(self, shown: _Shown, content: str, buttons: Rows | None) -> _Shown:
+    async def _edit(
+        self, shown: _Shown, content: str, buttons: Rows | None, *, final: bool = False
+    ) -> _Shown:
         if (shown.html, shown.buttons) != (content, buttons):
-            await self.sender.edit_text(self.chat_id, shown.message_id, content, buttons=buttons)
+            await self.sender.edit_text(
+                self.chat_id, shown.message_id, content, buttons=buttons, final=final
+            )
         return _Shown(shown.message_id, content, buttons)
 
     # -- the end of the turn ------------------------------------------------------------
@@ -389,7 +393,7 @@ class StreamEditor:
                 markup = buttons if index == len(pieces) - 1 else None
                 if index < len(old):
                     try:
-                        result.append(await self._edit(old[index], piece, markup))
+                        result.append(await self._edit(old[index], piece, markup, final=True))
                         continue
                     except SendError:
                         await self._delete(old[index].message_id)
@@ -471,7 +475,7 @@ class StreamEditor:
         if not content and self._shown and (extra or buttons):
             async with self._lock:
                 last = self._shown[-1]
-                self._shown[-1] = await self._edit(last, last.html + extra, buttons)
+                self._shown[-1] = await self._edit(last, last.html + extra, buttons, final=True)
             return answered
         content = (content + extra).strip()
         ids = await self._show_final(content, buttons)
