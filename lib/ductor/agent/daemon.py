@@ -22,14 +22,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ductor import __version__, config
-from ductor import log as ductor_log
+from ductor import __version__, config, service
 from ductor.agent import workspace
 from ductor.agent.core import Agent
 from ductor.agent.server import AgentServer
-from ductor.errors import ConfigError, DuctorError, ExitCode, TemporaryError, exit_code_for
+from ductor.errors import ConfigError, TemporaryError
 from ductor.notify import Notifier
-from ductor.paths import Mode, Paths, resolve, validate_agent_name
+from ductor.paths import Paths
 
 log = logging.getLogger("ductor.agent")
 
@@ -191,19 +190,9 @@ async def serve(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ductor-agent",
-        description="Run one ductor agent: sessions, CLI turns and the agent socket.",
+    parser = service.parser(
+        "ductor-agent", "Run one ductor agent: sessions, CLI turns and the agent socket."
     )
-    parser.add_argument("--name", required=True, help="the agent's name, e.g. main")
-    parser.add_argument(
-        "--system",
-        dest="mode",
-        action="store_const",
-        const="system",
-        help="use the system-wide layout (/etc/ductor, /var/lib/ductor)",
-    )
-    parser.add_argument("--log-level", help="override the config's log_level")
     parser.add_argument(
         "--idle-exit",
         type=float,
@@ -212,31 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="when socket-activated, exit after this long without work (0: never;"
         " default %(default)g, or $DUCTOR_AGENT_IDLE_EXIT)",
     )
-    parser.add_argument("--version", action="version", version=f"ductor-agent {__version__}")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ductor_log.setup(args.log_level or "INFO")
-    try:
-        name = validate_agent_name(args.name)
-        paths = resolve(Mode(args.mode) if args.mode else None)
-        agent_config = config.load_agent_config(paths, name)
-        if not args.log_level:
-            logging.getLogger().setLevel(agent_config.log_level)
-        return asyncio.run(serve(name, paths, agent_config, idle_exit=args.idle_exit))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return int(ExitCode.CONFIG)
-    except DuctorError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.OK)
-    except Exception as exc:
-        log.critical("agent crashed: %s: %s", exc.__class__.__name__, exc, exc_info=True)
-        return int(exit_code_for(exc))
+    return service.run(
+        args,
+        lambda svc: asyncio.run(serve(svc.name, svc.paths, svc.config, idle_exit=args.idle_exit)),
+        log=log,
+        what="agent",
+    )
 
 
 if __name__ == "__main__":

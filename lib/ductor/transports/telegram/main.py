@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 
-from ductor import __version__, config
+from ductor import config, service
 from ductor import log as ductor_log
-from ductor.errors import ConfigError, DuctorError, ExitCode, exit_code_for
-from ductor.paths import Mode, Paths, resolve, validate_agent_name
+from ductor.errors import ConfigError
+from ductor.paths import Paths
 
 log = logging.getLogger("ductor.telegram")
 
@@ -64,37 +63,17 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig, token
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ductor-telegram", description="The Telegram transport of one ductor agent."
-    )
-    parser.add_argument("--name", required=True, help="the agent's name, e.g. main")
-    parser.add_argument("--system", dest="mode", action="store_const", const="system")
-    parser.add_argument("--log-level", help="override the config's log_level")
-    parser.add_argument("--version", action="version", version=f"ductor-telegram {__version__}")
+    parser = service.parser("ductor-telegram", "The Telegram transport of one ductor agent.")
     args = parser.parse_args(argv)
-    ductor_log.setup(args.log_level or "INFO")
-    # httpx logs every request line at INFO, and Telegram's URLs carry the token.
-    for noisy in ("httpx", "httpcore", "telegram"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        name = validate_agent_name(args.name)
-        paths = resolve(Mode(args.mode) if args.mode else None)
-        agent_config = config.load_agent_config(paths, name)
-        if not args.log_level:
-            logging.getLogger().setLevel(agent_config.log_level)
-        token = read_token(paths, name)
-        return asyncio.run(serve(name, paths, agent_config, token))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return int(ExitCode.CONFIG)
-    except DuctorError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.OK)
-    except Exception as exc:
-        log.critical("transport crashed: %s: %s", exc.__class__.__name__, exc, exc_info=True)
-        return int(exit_code_for(exc))
+
+    def body(svc: service.Service) -> int:
+        # httpx logs every request line at INFO, and Telegram's URLs carry the token.
+        for noisy in ("httpx", "httpcore", "telegram"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        token = read_token(svc.paths, svc.name)
+        return asyncio.run(serve(svc.name, svc.paths, svc.config, token))
+
+    return service.run(args, body, log=log, what="transport")
 
 
 if __name__ == "__main__":
