@@ -10,6 +10,7 @@ session. Errors keep the session and say why in words a user can act on.
 from __future__ import annotations
 
 import logging
+import mimetypes
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ class Turn:
             ),
             reflection_prompt=config.memory.reflection.prompt,
         )
-        files = [prompt.IncomingFile(path=Path(f)) for f in self.record.files]
+        files = [incoming_file(Path(f)) for f in self.record.files]
         full_prompt = prompt.assemble_prompt(
             text, quoted=self.record.quoted, files=files, suffixes=suffixes
         )
@@ -414,6 +415,16 @@ class Turn:
         )
         base.text = f"{text}\n\n---\n{note}" if note else text
         return base
+
+
+def incoming_file(path: Path) -> prompt.IncomingFile:
+    """A file a transport saved for this turn, with what the agent should know of it."""
+    mime = mimetypes.guess_type(path.name)[0] or ""
+    try:
+        size: int | None = path.stat().st_size
+    except OSError:
+        size = None
+    return prompt.IncomingFile(path=path, mime=mime, size=size)
 
 
 def _default_model(provider: str) -> str:
