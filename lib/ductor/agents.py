@@ -180,6 +180,46 @@ def limits_dropin(limits: config.LimitsConfig) -> str:
     return "[Service]\n" + "\n".join(lines) + "\n" if lines else ""
 
 
+HEARTBEAT_TIMER = "ductor-heartbeat@.timer"
+
+
+def heartbeat_timers(name: str, agent_config: config.AgentConfig) -> dict[str, float | None]:
+    """Every heartbeat timer of the agent and its interval in minutes (None: off)."""
+    beat = agent_config.heartbeat
+    main_on = beat.enabled and bool(agent_config.telegram.allowed_user_ids)
+    timers: dict[str, float | None] = {
+        unit_name(HEARTBEAT_TIMER, name): beat.interval_minutes if main_on else None
+    }
+    for index, group in enumerate(beat.group_targets, start=1):
+        on = beat.enabled and group.enabled
+        minutes = group.interval_minutes or beat.interval_minutes
+        timers[unit_name(HEARTBEAT_TIMER, name, str(index))] = minutes if on else None
+    return timers
+
+
+def sync_heartbeat(
+    manager: Manager, name: str, agent_config: config.AgentConfig, *, command: str
+) -> bool:
+    """Heartbeat timers on or off as ``[heartbeat]`` says, each with its interval."""
+    directory = unit_dir(manager.mode)
+    if HEARTBEAT_TIMER not in installed_templates(manager, [HEARTBEAT_TIMER]):
+        return False
+    changed = False
+    wanted = heartbeat_timers(name, agent_config)
+    for timer, minutes in wanted.items():
+        if minutes is None:
+            changed = remove_dropin(directory, timer) or changed
+            continue
+        body = f"[Timer]\nOnActiveSec={minutes}min\nOnUnitActiveSec={minutes}min\n"
+        changed = write_dropin(directory, timer, body, command=command) or changed
+    if changed:
+        manager.daemon_reload()
+    for timer, minutes in wanted.items():
+        verb = "enable" if minutes is not None else "disable"
+        manager.systemctl(verb, "--now", timer, check=False)
+    return changed
+
+
 def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
     """Make ``ductor@NAME.target`` want exactly the units this agent's config enables,
     and give the agent's service the resource limits of its config."""
@@ -188,7 +228,9 @@ def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
     directory = unit_dir(manager.mode)
     command = f"ductor agent sync {name}"
     changed = write_dropin(directory, target(name), body, command=command)
-    limits = limits_dropin(config.load_agent_config(paths, name).limits)
+    agent_config = config.load_agent_config(paths, name)
+    changed = sync_heartbeat(manager, name, agent_config, command=command) or changed
+    limits = limits_dropin(agent_config.limits)
     service = unit_name(AGENT_SERVICE, name)
     if limits:
         changed = write_dropin(directory, service, limits, command=command) or changed

@@ -153,3 +153,171 @@ def test_messages_sent_while_the_transport_was_stopped_are_answered_after_start(
     assert sum(t.endswith("ECHO: hello") for t in chat_texts(tg)) == before
     sh(tg, "systemctl --user start ductor-telegram@tg.service")
     tg.wait_until(lambda: answered(tg, before + 1), timeout=40, what="the late answer")
+
+
+# -- cron jobs and heartbeats on real timers, results through the spool -------------------
+
+RUNS = f"{CONFIG}/tg/cron_runs"
+
+
+def cron_add(systemd: Any, name: str, *extra: str) -> None:
+    args = " ".join(extra)
+    sh(
+        systemd,
+        f"ductor cron add tg {name} --schedule '0 8 * * *' --prompt 'report {name}'"
+        f" --title 'Job {name}' --chat {USER} --transport tg {args}",
+    )
+
+
+def run_state(systemd: Any, name: str) -> dict[str, Any]:
+    out = sh(systemd, f"cat {RUNS}/{name}.json 2>/dev/null || echo '{{}}'").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def test_a_cron_job_is_a_real_timer_and_its_result_reaches_the_chat(tg: Any) -> None:
+    set_env(tg, FAKECLI_DELAY_MS="50")
+    cron_add(tg, "news")
+    timers = sh(tg, "systemctl --user list-timers --all --no-legend").stdout
+    assert "ductor-cron@tg:news.timer" in timers
+    calendar = sh(tg, "systemctl --user show -p TimersCalendar ductor-cron@tg:news.timer").stdout
+    assert "08:00:00" in calendar
+    sh(tg, "ductor cron run tg news")
+    tg.wait_until(
+        lambda: any("Job news" in t and "ECHO: hello" in t for t in chat_texts(tg)),
+        timeout=60,
+        what="the cron result in the chat",
+    )
+    assert run_state(tg, "news")["last_status"] == "ok"
+
+
+def test_a_cron_result_waits_in_the_spool_while_the_transport_is_down(tg: Any) -> None:
+    set_env(tg, FAKECLI_DELAY_MS="50")
+    cron_add(tg, "later")
+    sh(tg, "systemctl --user stop ductor-telegram@tg.service")
+    try:
+        sh(tg, "systemctl --user start ductor-cron@tg:later.service")
+        assert run_state(tg, "later")["last_status"] == "ok"
+        time.sleep(1)
+        assert not any("Job later" in t for t in chat_texts(tg))
+    finally:
+        sh(tg, "systemctl --user start ductor-telegram@tg.service")
+    tg.wait_until(
+        lambda: any("Job later" in t for t in chat_texts(tg)), timeout=60, what="late delivery"
+    )
+    time.sleep(2)
+    assert sum("Job later" in t for t in chat_texts(tg)) == 1
+
+
+def test_a_killed_cron_run_is_reported_to_the_chat(tg: Any) -> None:
+    set_env(tg, FAKECLI_SCENARIO="claude-interrupt", FAKECLI_STALL_S="60")
+    cron_add(tg, "doomed")
+    sh(tg, "systemctl --user start --no-block ductor-cron@tg:doomed.service")
+    tg.wait_until(
+        lambda: run_state(tg, "doomed").get("last_status") == "running",
+        timeout=30,
+        what="the run started",
+    )
+    time.sleep(1)
+    sh(tg, "systemctl --user kill -s KILL ductor-cron@tg:doomed.service")
+    tg.wait_until(
+        lambda: any("Job doomed" in t and "failed" in t for t in chat_texts(tg)),
+        timeout=60,
+        what="the failure report",
+    )
+
+
+def test_jobs_sharing_a_dependency_never_overlap(tg: Any) -> None:
+    set_env(tg, FAKECLI_DELAY_MS="700")
+    cron_add(tg, "first", "--dependency", "db")
+    cron_add(tg, "second", "--dependency", "db")
+    sh(
+        tg,
+        "systemctl --user start --no-block ductor-cron@tg:first.service"
+        " ductor-cron@tg:second.service",
+    )
+    tg.wait_until(
+        lambda: all(run_state(tg, n).get("last_finished") for n in ("first", "second")),
+        timeout=60,
+        what="both runs finished",
+    )
+    runs = sorted(
+        (run_state(tg, name) for name in ("first", "second")),
+        key=lambda state: str(state["last_running_since"]),
+    )
+    # The later run started its CLI only after the earlier one had finished.
+    assert runs[1]["last_running_since"] >= runs[0]["last_finished"]
+
+
+def set_config(systemd: Any, *pairs: tuple[str, Any]) -> None:
+    values = ", ".join(f"({key!r}, {value!r})" for key, value in pairs)
+    sh(
+        systemd,
+        f"{VENV_PYTHON} -c 'from ductor import config, paths;"
+        f' p = paths.resolve(); config.set_values(p.agent_config("tg"), [{values}])\'',
+    )
+
+
+def heartbeat_scenario(systemd: Any, answer: str) -> str:
+    """A copy of the claude-new fixture that answers ``answer``; its path inside."""
+    base = "/opt/shared/fixtures/cli/claude-new"
+    target = f"$HOME/hb-{answer.lower().replace(' ', '-')}"
+    sh(
+        systemd,
+        f"sed 's/ECHO: hello/{answer}/' {base}.jsonl > {target}.jsonl"
+        f" && cp {base}.meta.json {target}.meta.json && cp {base}.stderr {target}.stderr",
+    )
+    return str(sh(systemd, f"echo {target}.jsonl").stdout.strip())
+
+
+def beat(systemd: Any) -> None:
+    sh(systemd, "systemctl --user start ductor-heartbeat@tg.service")
+
+
+def test_heartbeat_sends_content_once_and_nothing_for_the_ack_token(tg: Any) -> None:
+    set_config(
+        tg,
+        ("heartbeat.enabled", True),
+        ("heartbeat.cooldown_minutes", 0),
+        ("heartbeat.quiet_start", 0),
+        ("heartbeat.quiet_end", 0),
+    )
+    sh(tg, "ductor agent sync tg")
+    assert sh(tg, "systemctl --user is-enabled ductor-heartbeat@tg.timer").stdout.strip() == (
+        "enabled"
+    )
+    control(tg, "user_sends", chat_id=USER, text="hello", user_id=USER)  # a session exists
+    tg.wait_until(lambda: answered(tg, 1), timeout=40, what="a session")
+    time.sleep(1)
+
+    set_env(tg, FAKECLI_SCENARIO=heartbeat_scenario(tg, "HEARTBEAT_OK"))
+    before = len(chat_texts(tg))
+    beat(tg)
+    time.sleep(2)
+    assert len(chat_texts(tg)) == before
+
+    set_env(tg, FAKECLI_SCENARIO=heartbeat_scenario(tg, "Time for a break"))
+    beat(tg)
+    tg.wait_until(
+        lambda: any("Time for a break" in t for t in chat_texts(tg)),
+        timeout=40,
+        what="the heartbeat message",
+    )
+    time.sleep(2)
+    assert sum("Time for a break" in t for t in chat_texts(tg)) == 1
+
+
+def test_heartbeat_is_silent_in_quiet_hours(tg: Any) -> None:
+    hour = int(sh(tg, "date -u +%H").stdout)
+    set_config(
+        tg,
+        ("heartbeat.enabled", True),
+        ("heartbeat.quiet_start", hour),
+        ("heartbeat.quiet_end", (hour + 2) % 24),
+    )
+    set_env(tg, FAKECLI_SCENARIO=heartbeat_scenario(tg, "Quiet please"))
+    beat(tg)
+    time.sleep(2)
+    assert not any("Quiet please" in t for t in chat_texts(tg))
+    journal = sh(tg, "journalctl --user-unit=ductor-heartbeat@tg.service -o cat --no-pager").stdout
+    assert "quiet hours" in journal

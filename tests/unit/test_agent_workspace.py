@@ -47,9 +47,11 @@ def test_second_start_creates_nothing_and_keeps_user_edits(tmp_path: Path) -> No
 
 def test_a_newly_installed_provider_gets_its_rule_file_on_the_next_start(tmp_path: Path) -> None:
     workspace.ensure_workspace(tmp_path, agent="main", providers=["claude"])
-    (tmp_path / "tools").rmdir()
+    (tmp_path / "memory_system" / "MAINMEMORY.md").unlink()
     created = workspace.ensure_workspace(tmp_path, agent="main", providers=["claude", "codex"])
-    assert sorted(created) == sorted([tmp_path / "tools", tmp_path / "AGENTS.md"])
+    assert sorted(created) == sorted(
+        [tmp_path / "memory_system" / "MAINMEMORY.md", tmp_path / "AGENTS.md"]
+    )
 
 
 def test_a_symlink_in_place_of_a_rule_file_is_left_alone(tmp_path: Path) -> None:

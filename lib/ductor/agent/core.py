@@ -286,7 +286,10 @@ class Agent:
     def deliver(self, job: Job, outcome: Outcome) -> None:
         """Hand the answer to the client, else to the outbox; then forget the turn."""
         record = job.record
-        silent = outcome.stopped and not outcome.text
+        silent = bool(outcome.stopped and not outcome.text) or (
+            record.kind is TurnKind.HEARTBEAT
+            and outcome.text.strip() == self.config.heartbeat.ack_token
+        )
         envelope = None if silent else self.reply_envelope(record, outcome)
         sink = job.sink
         if sink is not None and sink.connected:

@@ -18,10 +18,19 @@ from ductor import atomic, clipath
 log = logging.getLogger(__name__)
 
 RULE_FILES = {"claude": "CLAUDE.md", "codex": "AGENTS.md", "gemini": "GEMINI.md"}
-DIRECTORIES = ("memory_system", "output_to_user", "tools", "cron_tasks", "tasks")
+CRON_TOOLS_DIR = Path("tools") / "cron_tools"
+DIRECTORIES = (
+    "memory_system",
+    "output_to_user",
+    "tools",
+    str(CRON_TOOLS_DIR),
+    "cron_tasks",
+    "tasks",
+)
 MAINMEMORY = Path("memory_system") / "MAINMEMORY.md"
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
+SCRIPT_MODE = 0o700
 
 MAINMEMORY_TEXT = """\
 # Main memory
@@ -88,6 +97,9 @@ mentioning that you did. Never store secrets there.
 - `tools/`: scripts you can run; put helpers you write yourself in `tools/user_tools/`.
 - `cron_tasks/`: one folder per scheduled job, holding the instructions that job runs
   with.
+- `tools/cron_tools/`: schedule work for later. `cron_add.py`, `cron_list.py`,
+  `cron_edit.py`, `cron_remove.py` and `cron_run.py` manage this agent's cron jobs (run
+  one without arguments to see how); a job created from a chat reports back to that chat.
 - `tasks/`: working folders of background tasks.
 - Secrets such as API keys are already in your environment; never print them.
 """
@@ -106,7 +118,7 @@ def rule_file(provider: str) -> str:
         raise ValueError(f"unknown provider {provider!r} (known: {known})") from None
 
 
-def _write_if_missing(path: Path, text: str) -> bool:
+def write_if_missing(path: Path, text: str, *, mode: int = FILE_MODE) -> bool:
     """Create ``path`` holding ``text`` unless something is there already.
 
     The content is written to a temporary file first and linked into place, so a crash
@@ -114,7 +126,7 @@ def _write_if_missing(path: Path, text: str) -> bool:
     """
     if path.exists() or path.is_symlink():
         return False
-    temp = atomic.write_temp_file(path.parent, text.encode(), name=path.name, mode=FILE_MODE)
+    temp = atomic.write_temp_file(path.parent, text.encode(), name=path.name, mode=mode)
     try:
         os.link(temp, path)
     except FileExistsError:
@@ -124,6 +136,7 @@ def _write_if_missing(path: Path, text: str) -> bool:
         try:
             with open(path, "x", encoding="utf-8") as stream:
                 stream.write(text)
+            path.chmod(mode)
         except FileExistsError:
             return False
     finally:
@@ -148,11 +161,169 @@ def ensure_workspace(workspace: Path, *, agent: str, providers: Iterable[str]) -
             atomic.make_directories(directory, mode=DIRECTORY_MODE)
             created.append(directory)
     for path, text in files:
-        if _write_if_missing(path, text):
+        if write_if_missing(path, text):
             created.append(path)
+    for name, script in cron_tool_scripts().items():
+        if write_if_missing(workspace / CRON_TOOLS_DIR / name, script, mode=SCRIPT_MODE):
+            created.append(workspace / CRON_TOOLS_DIR / name)
     if created:
         log.info("workspace %s: created %s", workspace, ", ".join(p.name for p in created))
     return created
+
+
+# The cron tool scripts: thin stdlib wrappers around `ductor cron VERB AGENT ... --json`
+# that the agent runs from its workspace. `ductor cron` itself reads DUCTOR_CHAT_ID,
+# DUCTOR_TOPIC_ID and DUCTOR_TRANSPORT, so a job made from a chat reports back there.
+CRON_TOOL_SCRIPT = """\
+#!/usr/bin/env python3
+\"\"\"@SUMMARY@ (a wrapper around `ductor cron @VERB@`).\"\"\"
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+VERB = "@VERB@"
+NEEDS_ARGUMENTS = @NEEDS_ARGUMENTS@
+TUTORIAL = \"\"\"\\
+@TUTORIAL@\"\"\"
+
+
+def fail(message, code=1):
+    print(json.dumps({"ok": False, "error": message}, ensure_ascii=False))
+    return code
+
+
+def main():
+    args = sys.argv[1:]
+    if (NEEDS_ARGUMENTS and not args) or args[:1] in (["-h"], ["--help"]):
+        print(TUTORIAL)
+        return 0
+    ductor = shutil.which("ductor")
+    if ductor is None:
+        return fail("the `ductor` command was not found on PATH")
+    agent = os.environ.get("DUCTOR_AGENT_NAME", "")
+    if not agent:
+        return fail("DUCTOR_AGENT_NAME is not set: run this from the agent's workspace")
+    argv = [ductor, "cron", VERB, agent, *args, "--json"]
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return fail(f"ductor cron {VERB} failed: {exc}")
+    if done.returncode != 0:
+        error = done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}"
+        return fail(error.removeprefix("ductor: "), done.returncode)
+    print(done.stdout.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+_JOB_OPTIONS = """\
+  --title TEXT, --description TEXT
+  --timezone ZONE      IANA name such as Europe/Berlin (default: the user's time zone)
+  --provider NAME      claude, codex or gemini (default: the agent's own)
+  --model NAME, --effort LEVEL
+  --quiet START-END    hours (0-23) in which a run is skipped, e.g. 22-7
+  --dependency KEY     jobs with the same key never run at the same time
+  --silent-on-success  send nothing when a run succeeds (failures are still sent)
+  --catch-up           after downtime, run once if a run was missed"""
+
+CRON_TOOLS: dict[str, tuple[str, bool, str]] = {
+    "add": (
+        "Schedule a job this agent runs on its own",
+        True,
+        f"""\
+cron_add.py: schedule a job that you (this agent) run on your own, again and again.
+
+Usage: cron_add.py NAME --schedule CRON --prompt TEXT [options]
+
+  NAME                 lower-case letters, digits, '-' or '_', e.g. daily-news
+  --schedule CRON      "MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK" or @daily, @hourly...
+  --prompt TEXT        what you are asked on every run
+{_JOB_OPTIONS}
+
+Example:
+  cron_add.py daily-news --schedule "0 8 * * 1-5" --title "Morning news" \\
+      --prompt "Summarise the five most important tech headlines in five bullets."
+
+Each run's answer is posted to the chat the job was created from (this chat).
+The job gets the folder cron_tasks/NAME/ (TASK.md, RULES.md, MEMORY.md): put longer
+instructions in its TASK.md. Prints the new job as JSON.""",
+    ),
+    "list": (
+        "List this agent's cron jobs",
+        False,
+        """\
+cron_list.py: list your cron jobs as JSON: name, schedule, time zone, enabled,
+next run and the chat the results go to.
+
+Usage: cron_list.py""",
+    ),
+    "edit": (
+        "Change a cron job",
+        True,
+        f"""\
+cron_edit.py: change one of your cron jobs; options not given stay as they are.
+
+Usage: cron_edit.py NAME [options]
+
+  --schedule CRON, --prompt TEXT
+  --enable, --disable  a disabled job neither runs nor reschedules
+{_JOB_OPTIONS}
+  (--no-silent-on-success and --no-catch-up turn those off; --quiet off clears)
+
+Example:
+  cron_edit.py daily-news --schedule "30 7 * * *" --timezone Europe/Berlin
+
+Prints the changed job as JSON.""",
+    ),
+    "remove": (
+        "Delete a cron job",
+        True,
+        """\
+cron_remove.py: delete one of your cron jobs and its timer. Its folder
+cron_tasks/NAME/ is kept unless you add --purge.
+
+Usage: cron_remove.py NAME [--purge]
+
+Example:
+  cron_remove.py daily-news""",
+    ),
+    "run": (
+        "Run a cron job now",
+        True,
+        """\
+cron_run.py: run one of your cron jobs now, once, without waiting for its schedule.
+It runs in the background; its answer is posted to the job's chat as usual.
+
+Usage: cron_run.py NAME
+
+Example:
+  cron_run.py daily-news""",
+    ),
+}
+
+
+def cron_tool_scripts() -> dict[str, str]:
+    """File name → text of each cron tool script."""
+    scripts = {}
+    for verb, (summary, needs_arguments, tutorial) in CRON_TOOLS.items():
+        text = CRON_TOOL_SCRIPT
+        for key, value in (
+            ("@SUMMARY@", summary),
+            ("@VERB@", verb),
+            ("@NEEDS_ARGUMENTS@", str(needs_arguments)),
+            ("@TUTORIAL@", tutorial),
+        ):
+            text = text.replace(key, value)
+        scripts[f"cron_{verb}.py"] = text
+    return scripts
 
 
 def _find_cli(provider: str) -> str | None:

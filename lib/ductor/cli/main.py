@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ductor import __version__, agents
 from ductor import log as ductor_log
-from ductor.cli import chat, doctor, init, logs, status
+from ductor.cli import chat, cron, doctor, init, logs, outbox, status
 from ductor.cli.context import Context
 from ductor.errors import DuctorError, ExitCode, exit_code_for
 from ductor.paths import Mode, resolve
@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_arguments(p)
     p.set_defaults(handler=chat.run)
+
+    cron.register(sub)
+
+    outbox.register(sub)
 
     p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
     p.add_argument("name", nargs="?")

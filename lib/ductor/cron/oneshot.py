@@ -1,0 +1,302 @@
+"""``ductor-cron``: the oneshots behind the timers.
+
+- ``ductor-cron run AGENT:JOB`` (``ductor-cron@AGENT:JOB.service``): one cron run. A fresh
+  CLI run in the job's task folder with the job's overrides, skipped in quiet hours,
+  serialised with the jobs that share its ``dependency`` (a lock file), its result written
+  as an envelope with the job's routing. The execution status is recorded in
+  ``cron_runs/JOB.json``; the delivery status lives with the envelope in the spool.
+- ``ductor-cron failed UNIT`` (``ductor-cron-failed@.service``, the timers' services'
+  ``OnFailure=``): tells the job's chat that the run itself failed (killed, crashed).
+
+Light on purpose (design §9: at most 150 ms of its own CPU): no messenger library, no
+agent daemon; only the spool, the config and the CLI runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ductor import atomic, config
+from ductor import log as ductor_log
+from ductor.cron.jobs import Job, JobStore, task_folder
+from ductor.errors import ConfigError, DuctorError, ExitCode, UsageError
+from ductor.paths import Paths, resolve
+from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Routing, Spool
+from ductor.units import parse_instance
+
+log = logging.getLogger("ductor.cron")
+
+TRANSPORT_PREFIX = {"telegram": "tg", "matrix": "mx"}
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def in_quiet_hours(start: int | None, end: int | None, hour: int) -> bool:
+    """Whether ``hour`` falls in [start, end) — a window may wrap midnight (22 → 7)."""
+    if start is None or end is None or start == end:
+        return False
+    if start < end:
+        return start <= hour < end
+    return hour >= start or hour < end
+
+
+def zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name else None
+    except (KeyError, ValueError):
+        return None
+
+
+def routing_for(job: Job, agent_config: config.AgentConfig) -> Routing:
+    """Where the job reports: its chat, else a broadcast on the agent's first transport."""
+    default = TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
+    transport = job.transport or default
+    origin = f"cron job {job.name}"
+    if not job.chat_id:
+        return Routing(transport=transport, broadcast=True, origin=origin)
+    return Routing(
+        transport=transport,
+        chat_id=_id(job.chat_id),
+        topic_id=_id(job.topic_id) if job.topic_id else None,
+        origin=origin,
+    )
+
+
+def _id(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+@contextmanager
+def dependency_lock(state: Path, dependency: str) -> Iterator[None]:
+    """Jobs sharing a dependency run one at a time: an exclusive lock, waited for."""
+    if not dependency:
+        yield
+        return
+    directory = state / "cron_locks"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / f"{dependency}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        started = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waited = time.monotonic() - started
+        if waited > 0.5:
+            log.info("waited %.1f s for dependency %r", waited, dependency)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def record_run(state: Path, job: str, **fields: object) -> None:
+    directory = state / "cron_runs"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    file = directory / f"{job}.json"
+    previous: dict[str, object] = {}
+    try:
+        data = atomic.read_json(file)
+        if isinstance(data, dict):
+            previous = data
+    except (OSError, DuctorError, ValueError):
+        pass
+    atomic.write_json(file, {**previous, **fields}, mode=0o600)
+
+
+async def run_cli(
+    job: Job, agent: str, paths: Paths, agent_config: config.AgentConfig, folder: Path
+) -> tuple[ExecutionStatus, str, str]:
+    """(status, answer text, error text) of one fresh CLI run in the task folder."""
+    from ductor.agent.dotenv import DotEnv
+    from ductor.agent.runner import CliRun, RunSpec
+    from ductor.agent.timeouts import TimeoutPolicy
+    from ductor.providers import PermissionMode, Provider, TurnRequest
+    from ductor.providers.env import ChildIdentity
+    from ductor.providers.events import Error, ErrorKind, Result
+    from ductor.providers.models import provider_for_model
+
+    model = job.model or agent_config.model
+    provider = job.provider or (
+        str(provider_for_model(job.model)) if job.model else agent_config.provider
+    )
+    effort = job.effort or agent_config.reasoning_effort
+    mode = agent_config.permission_mode
+    request = TurnRequest(
+        prompt=job.prompt,
+        model=model,
+        effort="" if provider == Provider.GEMINI else effort,
+        permission_mode=PermissionMode(mode)
+        if mode in {m.value for m in PermissionMode}
+        else PermissionMode.DEFAULT,
+        extra_args=tuple(getattr(agent_config.cli_parameters, provider, ())),
+    )
+    temp = paths.agent_state(agent) / "tmp"
+    temp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    spec = RunSpec(
+        provider=Provider(provider),
+        request=request,
+        cwd=folder,
+        env=os.environ,
+        identity=ChildIdentity(
+            agent_name=agent,
+            chat_id=job.chat_id or None,
+            topic_id=job.topic_id or None,
+            transport=job.transport or None,
+        ),
+        secrets=DotEnv(paths.agent_credentials(agent) / ".env").values(),
+        policy=TimeoutPolicy.from_config(agent_config.timeouts, agent_config.timeouts.oneshot),
+        temp_dir=temp,
+    )
+    result: Result | None = None
+    error: Error | None = None
+    async for event in CliRun(spec).events():
+        if isinstance(event, Result):
+            result = event
+        elif isinstance(event, Error):
+            error = event
+    if error is not None or result is None or result.is_error:
+        kind = error.error if error is not None else ErrorKind.OTHER
+        text = error.text if error is not None else "the CLI ended without a result"
+        status = ExecutionStatus.TIMEOUT if kind is ErrorKind.TIMEOUT else ExecutionStatus.ERROR
+        return status, result.text if result else "", text
+    return ExecutionStatus.OK, result.text.strip(), ""
+
+
+def run_job(agent: str, job_name: str, paths: Paths) -> int:
+    agent_config = config.load_agent_config(paths, agent)
+    state = paths.agent_state(agent)
+    job = JobStore(state).get(job_name)
+    started = now_utc()
+    if not job.enabled:
+        log.info("job %s is disabled: not running it", job.name)
+        return 0
+    tz = zone(job.timezone or agent_config.user_timezone)
+    local_hour = started.astimezone(tz).hour if tz else started.astimezone().hour
+    if in_quiet_hours(job.quiet_start, job.quiet_end, local_hour):
+        log.info("job %s: quiet hours (%s-%s), skipped", job.name, job.quiet_start, job.quiet_end)
+        record_run(state, job.name, last_started=started.isoformat(), last_status="skipped_quiet")
+        return 0
+    folder = task_folder(paths.workspace(agent), job.name, job)
+    record_run(state, job.name, last_started=started.isoformat(), last_status="running")
+    with dependency_lock(state, job.dependency):
+        record_run(state, job.name, last_running_since=now_utc().isoformat())
+        status, text, error = asyncio.run(run_cli(job, agent, paths, agent_config, folder))
+    finished = now_utc()
+    envelope_id = None
+    if status is not ExecutionStatus.OK or not job.silent_on_success:
+        title = job.title or job.name
+        if status is ExecutionStatus.OK:
+            body = f"**{title}**\n\n{text or '(no output)'}"
+        else:
+            body = f"**{title}** failed ({status}): {error}"
+            if text:
+                body += f"\n\n{text}"
+        invocation = os.environ.get("INVOCATION_ID") or started.strftime("%Y%m%d%H%M%S%f")
+        envelope = Envelope.create(
+            agent=agent,
+            kind=Kind.CRON,
+            envelope_id=f"cron-{job.name}-{invocation}"[:128],
+            routing=routing_for(job, agent_config),
+            payload=Payload(text=body, metadata={"job": job.name}),
+            execution=Execution(status=status, error=error or None, finished_at=finished),
+        )
+        Spool(paths.spool(agent)).post(envelope)
+        envelope_id = envelope.id
+    record_run(
+        state,
+        job.name,
+        last_finished=finished.isoformat(),
+        last_status=str(status),
+        last_error=error,
+        last_envelope=envelope_id,
+        duration_s=round((finished - started).total_seconds(), 1),
+    )
+    log.info("job %s: %s in %.1f s", job.name, status, (finished - started).total_seconds())
+    return 0
+
+
+def report_failure(unit: str, paths: Paths) -> int:
+    """``OnFailure=`` of a cron run: the unit itself failed (killed, crashed)."""
+    from ductor.units import Manager
+
+    instance = unit.split("@", 1)[1].rsplit(".", 1)[0] if "@" in unit else ""
+    parts = parse_instance(instance) if instance else ()
+    if len(parts) != 2:
+        raise UsageError(f"{unit!r} is not a ductor-cron@AGENT:JOB unit")
+    agent, job_name = parts
+    props = Manager(paths.mode).show([unit], ["Result", "ExecMainStatus", "ExecMainCode"])
+    detail = props[0] if props else {}
+    result = detail.get("Result", "unknown")
+    agent_config = config.load_agent_config(paths, agent)
+    try:
+        job = JobStore(paths.agent_state(agent)).get(job_name)
+    except UsageError:
+        log.warning("failed unit %s belongs to no job any more", unit)
+        return 0
+    text = (
+        f"**{job.title or job.name}**: the cron run failed ({result}"
+        f", status {detail.get('ExecMainStatus', '?')}). See `ductor logs {agent}`."
+    )
+    Spool(paths.spool(agent)).post(
+        Envelope.create(
+            agent=agent,
+            kind=Kind.CRON,
+            envelope_id=f"cron-failed-{job.name}-{os.environ.get('INVOCATION_ID', 'x')}"[:128],
+            routing=routing_for(job, agent_config),
+            payload=Payload(text=text, metadata={"job": job.name}),
+            execution=Execution(status=ExecutionStatus.ERROR, error=result, finished_at=now_utc()),
+        )
+    )
+    record_run(paths.agent_state(agent), job.name, last_status=f"unit_failed:{result}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ductor-cron", description=__doc__.split("\n")[0])
+    parser.add_argument("--system", dest="mode", action="store_const", const="system")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one cron job now: AGENT:JOB (escaped as in the unit)")
+    run.add_argument("instance")
+    failed = sub.add_parser("failed", help="report a failed ductor-cron@ unit to its chat")
+    failed.add_argument("unit")
+    beat = sub.add_parser("heartbeat", help="one heartbeat of an agent")
+    beat.add_argument("agent")
+    args = parser.parse_args(argv)
+    ductor_log.setup("INFO")
+    try:
+        from ductor.paths import Mode
+
+        paths = resolve(Mode(args.mode) if args.mode else None)
+        if args.command == "run":
+            parts = parse_instance(args.instance)
+            if len(parts) != 2:
+                raise UsageError(f"expected AGENT:JOB, got {args.instance!r}")
+            return run_job(parts[0], parts[1], paths)
+        if args.command == "failed":
+            return report_failure(args.unit, paths)
+        from ductor.cron.heartbeat import heartbeat
+
+        return heartbeat(args.agent, paths)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return int(ExitCode.CONFIG)
+    except DuctorError as exc:
+        log.error("%s", exc)
+        return int(exc.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
