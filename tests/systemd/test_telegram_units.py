@@ -250,7 +250,8 @@ def test_jobs_sharing_a_dependency_never_overlap(tg: Any) -> None:
 
 
 def set_config(systemd: Any, *pairs: tuple[str, Any]) -> None:
-    values = ", ".join(f"({key!r}, {value!r})" for key, value in pairs)
+    # Double quotes only: the script goes inside single quotes for the shell.
+    values = ", ".join(f'("{key}", {json.dumps(value).title()})' for key, value in pairs)
     sh(
         systemd,
         f"{VENV_PYTHON} -c 'from ductor import config, paths;"

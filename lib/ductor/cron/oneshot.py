@@ -134,8 +134,14 @@ async def run_cli(
     )
     effort = job.effort or agent_config.reasoning_effort
     mode = agent_config.permission_mode
+    context = "\n\n".join(
+        text
+        for name in ("RULES.md", "MEMORY.md")
+        if (text := _read(folder / name).strip())
+    )
     request = TurnRequest(
         prompt=job.prompt,
+        append_system_prompt=context,
         model=model,
         effort="" if provider == Provider.GEMINI else effort,
         permission_mode=PermissionMode(mode)
@@ -173,6 +179,13 @@ async def run_cli(
         status = ExecutionStatus.TIMEOUT if kind is ErrorKind.TIMEOUT else ExecutionStatus.ERROR
         return status, result.text if result else "", text
     return ExecutionStatus.OK, result.text.strip(), ""
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def run_job(agent: str, job_name: str, paths: Paths) -> int:
