@@ -246,7 +246,18 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     require(paths, name)
     manager.systemctl("disable", "--now", target(name), check=False)
     removed = []
-    if remove_dropin(unit_dir(manager.mode), target(name)):
+    from ductor.cron.sync import unschedule_all
+
+    unschedule_all(manager, name)
+    directory = unit_dir(manager.mode)
+    changed = remove_dropin(directory, target(name))
+    for timer in heartbeat_timers(name, config.AgentConfig()):
+        manager.systemctl("disable", "--now", timer, check=False)
+    for dropin in directory.glob(
+        f"{unit_name(HEARTBEAT_TIMER, name).removesuffix('.timer')}*.timer.d"
+    ):
+        changed = remove_dropin(directory, dropin.name.removesuffix(".d")) or changed
+    if changed:
         manager.daemon_reload()
     for path in (paths.agent_config(name), paths.agent_credentials(name)):
         if path.is_dir():

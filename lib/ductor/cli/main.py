@@ -54,6 +54,9 @@ def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
             logging.getLogger("ductor").error("config not applied: %s", problem)
         raise problems[0]
     agents.sync_target(ctx.paths, ctx.manager, name)
+    from ductor.cron.sync import sync_jobs
+
+    sync_jobs(ctx.paths, ctx.manager, name)
     units = [u for u in agents.wanted_units(ctx.paths, ctx.manager, name) if u.endswith(".service")]
     props = ctx.manager.show(units, ["Id", "ActiveState", "CanReload"])
     reloaded = [

@@ -135,9 +135,7 @@ async def run_cli(
     effort = job.effort or agent_config.reasoning_effort
     mode = agent_config.permission_mode
     context = "\n\n".join(
-        text
-        for name in ("RULES.md", "MEMORY.md")
-        if (text := _read(folder / name).strip())
+        text for name in ("RULES.md", "MEMORY.md") if (text := _read(folder / name).strip())
     )
     request = TurnRequest(
         prompt=job.prompt,
