@@ -2,11 +2,13 @@
 
 Results are transport-neutral: text (light Markdown) plus rows of abstract buttons
 (label + callback data); each transport renders them its own way. ``/model`` and
-``/effort`` are selectors whose buttons come back as ``button`` requests (``ms:...``).
+``/effort`` are selectors whose buttons come back as ``button`` requests (``ms:...``),
+``/cron`` is one too (``crn:...``, see :mod:`ductor.agent.cron_selector`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ductor import __version__, clipath, protocol
-from ductor.agent import selectors
+from ductor.agent import cron_selector, selectors
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
 
@@ -42,6 +44,7 @@ HELP = """**Commands**
 /stop_all: stop everything this agent runs
 /model: choose the model (`/model sonnet` switches directly)
 /effort: choose the reasoning effort for this chat
+/cron: the cron jobs: pause, resume, last runs
 /status: session, queue and CLI state
 /memory: show the agent's long-term memory
 /diagnose: versions, config and recent log lines
@@ -237,6 +240,12 @@ async def cmd_model(agent: Agent, request: protocol.Request, args: str) -> Comma
     return selectors.model_root(agent, request)
 
 
+async def cmd_cron(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
+    word = args.split(maxsplit=1)[0] if args else ""
+    page = int(word) - 1 if word.isdigit() else 0
+    return await asyncio.to_thread(cron_selector.menu, agent, request, page)
+
+
 async def cmd_effort(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
     if args:
         return selectors.set_effort(agent, request, args.split(maxsplit=1)[0].lower())
@@ -252,6 +261,7 @@ COMMANDS: dict[str, Handler] = {
     "/status": cmd_status,
     "/model": cmd_model,
     "/effort": cmd_effort,
+    "/cron": cmd_cron,
     "/memory": cmd_memory,
     "/diagnose": cmd_diagnose,
     "/help": cmd_help,

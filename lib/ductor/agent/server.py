@@ -17,7 +17,7 @@ import struct
 import time
 
 from ductor import __version__, protocol
-from ductor.agent import commands, selectors
+from ductor.agent import commands, cron_selector, selectors
 from ductor.agent.core import Agent
 from ductor.agent.turns import TurnKind
 from ductor.protocol import ErrorCode, Events, ProtocolError, RequestType
@@ -220,10 +220,11 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
         text = "[Message cancelled.]" if cancelled else "That message is no longer queued."
         conn.send(Events.final(request.id, text=text, command=True))
         return
-    result = await selectors.handle_button(agent, request)
-    if result is not None:
-        conn.send(_final(request, result))
-        return
+    for handle in (selectors.handle_button, cron_selector.handle_button):
+        result = await handle(agent, request)
+        if result is not None:
+            conn.send(_final(request, result))
+            return
     label = request.text or data
     _submit(agent, request, conn, TurnKind.MESSAGE, label)
 

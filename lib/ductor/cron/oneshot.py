@@ -15,7 +15,6 @@ agent daemon; only the spool, the config and the CLI runner.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import fcntl
 import logging
 import os
@@ -202,10 +201,12 @@ def run_job(agent: str, job_name: str, paths: Paths) -> int:
         return 0
     folder = task_folder(paths.workspace(agent), job.name, job)
     record_run(state, job.name, last_started=started.isoformat(), last_status="running")
+    import asyncio  # only a run needs it: failure reports and heartbeats start faster
+
     with dependency_lock(state, job.dependency):
         record_run(state, job.name, last_running_since=now_utc().isoformat())
         status, text, error = asyncio.run(run_cli(job, agent, paths, agent_config, folder))
-    finished = now_utc()
+        finished = now_utc()  # inside the lock: the next run of the dependency starts after
     envelope_id = None
     if status is not ExecutionStatus.OK or not job.silent_on_success:
         title = job.title or job.name

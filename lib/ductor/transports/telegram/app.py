@@ -130,6 +130,7 @@ class TelegramTransport:
                 ) from None
             except telegram.error.NetworkError as exc:
                 log.warning("cannot reach Telegram (%s); retrying in %.0f s", exc, delay)
+                self.notifier.status(f"cannot reach Telegram ({exc}); retrying")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
         me = self.bot.bot
@@ -176,7 +177,16 @@ class TelegramTransport:
         return f"@{self.username}: {len(self.tasks)} chat turn(s) in flight"
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
+        # Ready once config and token are loaded: reaching Telegram may take a while (no
+        # network yet at boot) and must not hold up `systemctl start ductor@NAME.target`.
+        # STATUS= says what the transport waits for meanwhile.
+        self.notifier.ready("connecting to Telegram")
+        watchdog = asyncio.create_task(self.notifier.watchdog_loop())
+        try:
+            await self.start()
+        except BaseException:
+            watchdog.cancel()
+            raise
         drain = OutboxDrain(
             Spool(self.paths.spool(self.name)).outbox("tg"),
             self.sender,
@@ -184,11 +194,11 @@ class TelegramTransport:
             main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
             file_allowed=self.file_allowed,
         )
-        self.notifier.ready(self.status_line())
+        self.notifier.status(self.status_line())
         log.info("polling as @%s for agent %s", self.username, self.name)
         background = [
             asyncio.create_task(drain.run(stop)),
-            asyncio.create_task(self.notifier.watchdog_loop()),
+            watchdog,
             asyncio.create_task(self.audit_daily(stop)),
         ]
         try:
