@@ -312,7 +312,17 @@ PY
     rm -rf "$CONF_DIR"
     if [ "$MODE" = system ]; then
         rm -rf /var/lib/ductor /var/cache/ductor
-        if getent passwd "$ACCOUNT" >/dev/null; then userdel "$ACCOUNT" 2>/dev/null || true; fi
+        if getent passwd "$ACCOUNT" >/dev/null; then
+            # Units of the account may still be on their way out (a transport retrying
+            # its network, a CLI being stopped): userdel refuses while they run.
+            for _ in $(seq 1 40); do
+                pgrep -u "$ACCOUNT" >/dev/null 2>&1 || break
+                sleep 0.5
+            done
+            pkill -KILL -u "$ACCOUNT" >/dev/null 2>&1 || true
+            sleep 0.2
+            userdel "$ACCOUNT" 2>/dev/null || warn "could not remove the account $ACCOUNT (userdel $ACCOUNT)"
+        fi
     fi
 }
 

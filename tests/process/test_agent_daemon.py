@@ -356,8 +356,11 @@ def test_a_client_of_another_user_is_refused(tmp_path: Path) -> None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(agent.socket))
                 sock.settimeout(10)
-                sock.sendall(b'{"v": 1, "type": "status", "id": "s1"}\n')
+                # A refused peer hears so at once, before it says anything (and a
+                # request it sends may hit the closed connection).
                 os.write(write_end, sock.recv(4096))
+            except BaseException as exc:  # tell the test what went wrong
+                os.write(write_end, f"child failed: {exc!r}".encode())
             finally:
                 os._exit(0)
         os.close(write_end)
@@ -367,6 +370,7 @@ def test_a_client_of_another_user_is_refused(tmp_path: Path) -> None:
     finally:
         agent.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+    assert reply.startswith(b"{"), reply
     assert json.loads(reply.splitlines()[0])["kind"] == "unauthorized"
     assert "refused a client of another user" in agent.log()
 

@@ -56,7 +56,12 @@ def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
     agents.sync_target(ctx.paths, ctx.manager, name)
     from ductor.cron.sync import sync_jobs
 
-    sync_jobs(ctx.paths, ctx.manager, name)
+    try:
+        sync_jobs(ctx.paths, ctx.manager, name)
+    except DuctorError as exc:  # the config is applied; the timers can be synced later
+        logging.getLogger("ductor").warning(
+            "cron timers of %s not synced (%s); run `ductor cron sync %s`", name, exc, name
+        )
     units = [u for u in agents.wanted_units(ctx.paths, ctx.manager, name) if u.endswith(".service")]
     props = ctx.manager.show(units, ["Id", "ActiveState", "CanReload"])
     reloaded = [
