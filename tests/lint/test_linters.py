@@ -18,7 +18,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def shell_scripts() -> list[Path]:
     scripts = [REPO / "install.sh", REPO / "tests" / "run", REPO / "tests" / "install-claude"]
-    scripts.append(REPO / ".ci" / "run")
+    scripts += [REPO / "tests" / "install-synapse", REPO / ".ci" / "run"]
     for path in REPO.rglob("*"):
         if {".venv", ".git", ".cache"} & set(path.parts) or not path.is_file():
             continue
