@@ -518,6 +518,8 @@ class TelegramStub:
             chat = int(args.pop("chat_id"))
             text = args.pop("text", None)
             return {"message_id": self.user_sends(chat, text, **args)}
+        if op == "add_chat":
+            return {"chat": self.add_chat(int(args["chat_id"]))}
         if op == "bot_messages":
             messages = self.bot_messages(int(args["chat_id"]))
             keep = ("message_id", "text", "plain_text", "reply_to_message_id", "message_thread_id")

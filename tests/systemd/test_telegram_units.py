@@ -322,3 +322,26 @@ def test_heartbeat_is_silent_in_quiet_hours(tg: Any) -> None:
     assert not any("Quiet please" in t for t in chat_texts(tg))
     journal = sh(tg, "journalctl --user-unit=ductor-heartbeat@tg.service -o cat --no-pager").stdout
     assert "quiet hours" in journal
+
+
+def test_a_job_the_agent_creates_from_a_chat_reports_back_to_that_chat(tg: Any) -> None:
+    """The agent's tool script, run with the chat identity the agent gives its CLI."""
+    set_env(tg, FAKECLI_DELAY_MS="50")
+    control(tg, "add_chat", chat_id=USER)  # the user has talked to the bot before
+    tool = f"{CONFIG}/tg/workspace/tools/cron_tools/cron_add.py"
+    tutorial = sh(tg, f"python3 {tool}").stdout
+    assert "--schedule" in tutorial
+    created = sh(
+        tg,
+        f"DUCTOR_AGENT_NAME=tg DUCTOR_CHAT_ID={USER} DUCTOR_TRANSPORT=tg python3 {tool}"
+        " fromchat --schedule '*/30 * * * *' --prompt 'check the weather' --title 'From chat'",
+    )
+    job = json.loads(created.stdout)
+    assert str(job["chat_id"]) == str(USER)
+    sh(tg, "systemctl --user start ductor-cron@tg:fromchat.service")
+    journal = sh(tg, "journalctl --user-unit='ductor-cron@*' -o cat --no-pager | tail -5")
+    tg.wait_until(
+        lambda: any("From chat" in t for t in chat_texts(tg)),
+        timeout=60,
+        what=f"the result; run {run_state(tg, 'fromchat')}; {journal.stdout}",
+    )
