@@ -22,6 +22,7 @@ SECURITY_THRESHOLDS = {
     "ductor-cron-failed@.service": 2.5,
     "ductor-heartbeat@.service": 2.5,
     "ductor-telegram@.service": 2.5,
+    "ductor-matrix@.service": 2.5,
     "ductor-reload@.service": 2.5,
 }
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")

@@ -1,0 +1,590 @@
+"""``ductor-matrix --name NAME``: the Matrix transport of one agent.
+
+Our own ``/sync`` loop over matrix-nio's ``AsyncClient``, so that the sync token moves
+forward only after the agent has accepted each message durably (``accepted`` or
+``queued``): a message that arrives while the agent, the transport or the machine is
+down is answered after the restart, never dropped, and never answered twice
+(state.py). Each accepted message is then followed in its own task: its events become
+segment messages (segments.py), and the final answer is acknowledged to the agent only
+after it is shown, so a crash in between re-delivers it from the outbox (outbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nio
+
+from ductor import config, protocol
+from ductor.agent import markup
+from ductor.errors import ConfigError, DuctorError
+from ductor.notify import Notifier
+from ductor.paths import Paths
+from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
+from ductor.protocol.aclient import AsyncExchange, open_exchange
+from ductor.protocol.client import AgentUnavailable
+from ductor.spool import Spool
+from ductor.transports.matrix import media
+from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
+from ductor.transports.matrix.outbox import MatrixOutbox
+from ductor.transports.matrix.segments import (
+    Button,
+    SegmentOptions,
+    SegmentStream,
+    buttons_of,
+    render,
+)
+from ductor.transports.matrix.state import Login, SyncState
+
+log = logging.getLogger("ductor.matrix")
+
+SYNC_TIMEOUT_MS = 25_000
+TYPING_EVERY = 20.0  # seconds; each typing notice lasts TYPING_TIMEOUT_MS
+TYPING_TIMEOUT_MS = 30_000
+AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
+SYNC_FILTER: dict[str, Any] = {
+    "presence": {"types": []},
+    "account_data": {"types": []},
+    "room": {"timeline": {"limit": 100}, "ephemeral": {"types": []}},
+}
+NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
+
+
+class MatrixError(DuctorError):
+    """The homeserver refused a request."""
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any = None) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > REMEMBERED:
+        cache.popitem(last=False)
+
+
+def _stripped(event: Any) -> dict[str, Any]:
+    """An invite's stripped state event as a dict (matrix-nio drops a member event's
+    content from its ``source``)."""
+    source = dict(getattr(event, "source", None) or {})
+    content = getattr(event, "content", None)
+    if "content" not in source and isinstance(content, dict):
+        source["content"] = content
+    return source
+
+
+class MatrixTransport:
+    def __init__(
+        self,
+        name: str,
+        paths: Paths,
+        agent_config: config.AgentConfig,
+        *,
+        password: str | None,
+        access_token: str | None = None,
+    ) -> None:
+        self.name = name
+        self.paths = paths
+        self.config = agent_config
+        mx = agent_config.matrix
+        if not mx.homeserver or not mx.user_id:
+            raise ConfigError("[matrix] needs homeserver and user_id")
+        self.password = password
+        self.access_token = access_token
+        self.state_dir = paths.agent_state(name) / "matrix"
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.client = nio.AsyncClient(
+            mx.homeserver.rstrip("/"), mx.user_id, device_id=mx.device_id or None
+        )
+        self.sync_state = SyncState(self.state_dir / "sync.json").load()
+        self.socket = paths.agent_socket(name)
+        self.workspace = paths.workspace(name)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.bot_events: OrderedDict[str, None] = OrderedDict()
+        self.button_messages: OrderedDict[str, list[str]] = OrderedDict()
+        self.open_buttons: dict[str, list[str]] = {}
+        self.allowed_room_ids: set[str] = set()
+        self.notifier = Notifier()
+
+    @property
+    def bot_id(self) -> str:
+        return self.config.matrix.user_id
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Reuse the saved login; log in with the password on the first start (or when
+        the saved token was revoked) and save the new one."""
+        file = self.state_dir / "login.json"
+        saved = Login.load(file)
+        if saved is None and self.access_token:
+            saved = Login(self.bot_id, self.config.matrix.device_id, self.access_token)
+        if saved is not None and saved.user_id == self.bot_id:
+            self.client.restore_login(saved.user_id, saved.device_id or "", saved.access_token)
+            who = await self.client.whoami()
+            if isinstance(who, nio.WhoamiResponse):
+                if not saved.device_id and who.device_id:
+                    self.client.restore_login(saved.user_id, who.device_id, saved.access_token)
+                log.info("logged in as %s (device %s)", who.user_id, self.client.device_id)
+                return
+            if who.status_code not in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN", "M_FORBIDDEN"):
+                raise MatrixError(f"whoami failed: {who.message} ({who.status_code})")
+            log.warning("the saved Matrix access token was refused; logging in again")
+        if not self.password:
+            raise ConfigError(
+                "no Matrix password: store it with `ductor init` (or write it alone into"
+                f" {self.paths.agent_credentials(self.name) / config.MATRIX_PASSWORD}, mode 0600)"
+            )
+        answer = await self.client.login(self.password, device_name="ductor")
+        if isinstance(answer, nio.LoginError):
+            if answer.status_code in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"):
+                raise ConfigError(f"Matrix refused the login of {self.bot_id}: {answer.message}")
+            raise MatrixError(f"login failed: {answer.message} ({answer.status_code})")
+        Login(answer.user_id, answer.device_id, answer.access_token).save(file)
+        log.info("logged in as %s with a new device %s", answer.user_id, answer.device_id)
+
+    async def start(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.login()
+                await self.resolve_rooms()
+                return
+            except (MatrixError, *NETWORK_ERRORS) as exc:
+                log.warning("cannot reach Matrix (%s); retrying in %.0f s", exc, delay)
+                self.notifier.status(f"cannot reach Matrix ({exc}); retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+
+    async def resolve_rooms(self) -> None:
+        """``allowed_rooms`` as room ids: aliases are resolved (one that does not resolve
+        is left out, with a log line)."""
+        ids: set[str] = set()
+        for room in self.config.matrix.allowed_rooms:
+            if not room.startswith("#"):
+                ids.add(room)
+                continue
+            answer = await self.client.room_resolve_alias(room)
+            if isinstance(answer, nio.RoomResolveAliasResponse):
+                ids.add(answer.room_id)
+            else:
+                log.warning("allowed room %s does not resolve: %s", room, answer.message)
+        self.allowed_room_ids = ids
+
+    def file_allowed(self, path: Path) -> bool:
+        try:
+            markup.check_file(
+                str(path),
+                workspace=self.workspace,
+                home=Path.home(),
+                file_access=self.config.file_access,
+            )
+        except markup.FileRefused as exc:
+            log.warning("not sending %s: %s", path, exc)
+            return False
+        return True
+
+    def status_line(self) -> str:
+        return f"{self.bot_id}: {len(self.tasks)} room turn(s) in flight"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.notifier.ready("connecting to Matrix")
+        watchdog = asyncio.create_task(self.notifier.watchdog_loop())
+        try:
+            await self.start()
+        except BaseException:
+            watchdog.cancel()
+            raise
+        drain = MatrixOutbox(
+            Spool(self.paths.spool(self.name)).outbox("mx"),
+            self,
+            allowed_users=self.config.matrix.allowed_users,
+        )
+        self.notifier.status(self.status_line())
+        log.info("syncing as %s for agent %s", self.bot_id, self.name)
+        background = [asyncio.create_task(drain.run(stop)), watchdog]
+        try:
+            await self.sync_loop(stop)
+        finally:
+            for task in background:
+                task.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+    async def sync_loop(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            first = not self.sync_state.since
+            try:
+                answer = await self.client.sync(
+                    timeout=0 if first else SYNC_TIMEOUT_MS,
+                    sync_filter=SYNC_FILTER,
+                    since=self.sync_state.since or None,
+                )
+            except NETWORK_ERRORS as exc:
+                answer = nio.SyncError(str(exc))
+            if isinstance(answer, nio.SyncError):
+                log.warning("sync failed (%s); retrying in %.0f s", answer.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+                continue
+            delay = 1.0
+            await self.handle_sync(answer, stop, first=first)
+            if stop.is_set():
+                return
+            self.sync_state.advance(answer.next_batch)
+            self.notifier.status(self.status_line())
+
+    # -- one sync batch --------------------------------------------------------------------
+
+    async def handle_sync(
+        self, answer: nio.SyncResponse, stop: asyncio.Event, *, first: bool
+    ) -> None:
+        for room_id, invite in answer.rooms.invite.items():
+            await self.on_invite(room_id, [_stripped(e) for e in invite.invite_state])
+        for room_id, joined in answer.rooms.join.items():
+            events = [e.source for e in joined.timeline.events if isinstance(e.source, dict)]
+            if first:
+                # The first start answers nothing from before it: history is not a request.
+                continue
+            start = 0
+            for index, event in enumerate(events):
+                content = event.get("content") or {}
+                if (
+                    event.get("type") == "m.room.member"
+                    and event.get("state_key") == self.bot_id
+                    and isinstance(content, dict)
+                    and content.get("membership") == "join"
+                ):
+                    start = index + 1  # what came before the bot joined is not for it
+            for event in events[start:]:
+                event_id = str(event.get("event_id", ""))
+                if not event_id or event_id in self.recent or self.sync_state.is_handled(event_id):
+                    continue
+                _remember(self.recent, event_id)
+                if await self.handle_event(room_id, event, stop):
+                    if stop.is_set():
+                        return
+                    self.sync_state.mark(event_id)
+
+    def is_private(self, room_id: str) -> bool:
+        room = self.client.rooms.get(room_id)
+        return room is not None and room.member_count <= 2
+
+    async def handle_event(
+        self, room_id: str, event: Mapping[str, Any], stop: asyncio.Event
+    ) -> bool:
+        """Handle one timeline event; whether it was one that counts (to be marked)."""
+        try:
+            incoming = classify(
+                event,
+                room_id=room_id,
+                bot_id=self.bot_id,
+                config=self.config.matrix,
+                allowed_room_ids=self.allowed_room_ids,
+                private=self.is_private(room_id),
+                bot_events=self.bot_events,
+                buttons=self.button_messages.get,
+                open_buttons=self.open_buttons.get(room_id),
+            )
+        except Exception:
+            log.exception("cannot read event %s in %s; skipping it", event.get("event_id"), room_id)
+            return False
+        if incoming.action is Action.IGNORE:
+            log.debug("ignored %s: %s", incoming.event_id, incoming.reason)
+            return False
+        if incoming.action is Action.REFUSE:
+            log.warning("refused %s in %s: %s", incoming.event_id, room_id, incoming.reason)
+            return True
+        if incoming.action in (Action.BUTTON, Action.MESSAGE):
+            self.open_buttons.pop(room_id, None)
+        await self.to_agent(incoming, stop)
+        return True
+
+    async def on_invite(self, room_id: str, state: list[Any]) -> None:
+        inviter, direct, aliases = "", False, set()
+        for event in state:
+            if not isinstance(event, dict):
+                continue
+            content = event.get("content") or {}
+            if event.get("type") == "m.room.member" and event.get("state_key") == self.bot_id:
+                inviter = str(event.get("sender", ""))
+                direct = bool(content.get("is_direct"))
+            elif event.get("type") == "m.room.canonical_alias":
+                aliases.add(str(content.get("alias", "")))
+                aliases.update(str(a) for a in content.get("alt_aliases") or [])
+        listed = room_id in self.allowed_room_ids or bool(
+            aliases & set(self.config.matrix.allowed_rooms)
+        )
+        allowed = inviter in self.config.matrix.allowed_users and (listed or direct)
+        joined = await self.client.join(room_id)
+        if isinstance(joined, nio.JoinError):
+            log.warning("could not join %s (invited by %s): %s", room_id, inviter, joined.message)
+            return
+        if allowed:
+            log.info("joined %s, invited by %s", room_id, inviter)
+            return
+        log.warning("room %s (invited by %s) is not allowed: leaving it", room_id, inviter)
+        with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+            await self.send_html(
+                room_id, *render("This room is not authorized to use this bot. Leaving.")[0]
+            )
+        with contextlib.suppress(*NETWORK_ERRORS):
+            await self.client.room_leave(room_id)
+
+    # -- to the agent ------------------------------------------------------------------
+
+    async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
+        request = await self.request_for(incoming)
+        delay_index = 0
+        while True:
+            try:
+                exchange = await open_exchange(self.socket, request)
+                first = await exchange.next_event()
+                break
+            except (AgentUnavailable, ConnectionError, OSError) as exc:
+                if stop.is_set():
+                    return
+                wait = AGENT_RETRY[min(delay_index, len(AGENT_RETRY) - 1)]
+                delay_index += 1
+                log.warning("agent %s unavailable (%s); retrying in %.1f s", self.name, exc, wait)
+                await asyncio.sleep(wait)
+        if first is None:
+            await exchange.close()
+            return
+        task = asyncio.create_task(self.follow(incoming, exchange, first))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def request_for(self, incoming: Incoming) -> Request:
+        user = protocol.User(id=incoming.sender, name=incoming.sender)
+        common: dict[str, Any] = {
+            "id": new_request_id(),
+            "session": incoming.session,
+            "user": user,
+            "message_id": incoming.event_id,
+            "chat_is_private": incoming.private,
+        }
+        if incoming.action is Action.ABORT:
+            return Request(type=RequestType.ABORT, mode=protocol.AbortMode(incoming.mode), **common)
+        if incoming.action is Action.BUTTON:
+            return Request(type=RequestType.BUTTON, data=incoming.data, want_ack=True, **common)
+        if incoming.action is Action.COMMAND:
+            return Request(type=RequestType.COMMAND, text=incoming.text, want_ack=True, **common)
+        files = await self.download(incoming)
+        return Request(
+            type=RequestType.MESSAGE,
+            text=incoming.text,
+            quoted=incoming.quoted,
+            files=tuple(str(f) for f in files),
+            want_ack=True,
+            **common,
+        )
+
+    async def download(self, incoming: Incoming) -> list[Path]:
+        saved: list[Path] = []
+        for attachment in incoming.attachments:
+            try:
+                media.check_size(attachment.size)
+                answer = await self.client.download(mxc=attachment.url)
+                if not isinstance(answer, nio.MemoryDownloadResponse):
+                    raise MatrixError(getattr(answer, "message", "download failed"))
+                target = media.save_incoming(
+                    self.workspace,
+                    datetime.now(UTC),
+                    attachment.name,
+                    answer.body,
+                    fallback=f"{attachment.kind}-{len(saved) + 1}",
+                )
+                if attachment.kind == "image" or attachment.mime_type.startswith("image/"):
+                    target = await asyncio.to_thread(media.process_image, target, self.config.image)
+                saved.append(target)
+            except (DuctorError, *NETWORK_ERRORS) as exc:
+                log.warning(
+                    "could not save a %s from %s: %s", attachment.kind, incoming.room_id, exc
+                )
+                with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+                    await self.send_html(
+                        incoming.room_id,
+                        *render(f"Could not receive that {attachment.kind}: {exc}")[0],
+                    )
+        return saved
+
+    # -- following a request's events -----------------------------------------------------
+
+    async def follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+        try:
+            async with exchange:
+                await self._follow(incoming, exchange, first)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the answer in %s failed", incoming.room_id)
+
+    async def _follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+        room = incoming.room_id
+        replied = False
+
+        async def send(body: str, html: str) -> str:
+            nonlocal replied
+            reply_to = incoming.event_id if not replied else None
+            replied = True
+            return await self.send_html(room, body, html, reply_to=reply_to)
+
+        streaming = self.config.streaming
+        stream = SegmentStream(
+            send,
+            SegmentOptions(
+                enabled=streaming.enabled, technical_footer=self.config.scene.technical_footer
+            ),
+        )
+        if first.is_terminal:
+            await self.show_final(incoming, stream, first)
+            await self.ack(exchange, first)
+            return
+        await self.mark_seen(incoming)
+        typing = asyncio.create_task(self.keep_typing(room))
+        try:
+            event: Event | None = first
+            while event is not None:
+                if event.type is EventType.FINAL:
+                    typing.cancel()
+                    await self.show_final(incoming, stream, event)
+                    await self.ack(exchange, event)
+                elif event.type is EventType.ERROR:
+                    await stream.fail(event)
+                elif event.type is EventType.QUEUED:
+                    log.info(
+                        "message %s queued at %s", incoming.event_id, event.get_int("position")
+                    )
+                else:
+                    await stream.on_event(event)
+                event = await exchange.next_event()
+        finally:
+            typing.cancel()
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                with contextlib.suppress(*NETWORK_ERRORS):
+                    await self.client.room_typing(room, False)
+
+    async def show_final(self, incoming: Incoming, stream: SegmentStream, final: Event) -> None:
+        if final.type is EventType.ERROR:
+            await stream.fail(final)
+            return
+        buttons = buttons_of(final)
+        last = await stream.finish(final, buttons)
+        if buttons and last:
+            await self.offer_buttons(incoming.room_id, last, buttons)
+        for path in final.get_strings("files"):
+            await self.send_file_or_note(incoming.room_id, Path(path))
+
+    async def offer_buttons(self, room: str, event_id: str, buttons: list[Button]) -> None:
+        data = [d for _, d in buttons]
+        _remember(self.button_messages, event_id, data)
+        self.open_buttons[room] = data
+        for index in range(len(data)):
+            relation = {
+                "rel_type": "m.annotation",
+                "event_id": event_id,
+                "key": NUMBER_EMOJIS[index],
+            }
+            with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+                await self.send_event(room, "m.reaction", {"m.relates_to": relation})
+
+    async def ack(self, exchange: AsyncExchange, event: Event) -> None:
+        turn = event.get_str("turn")
+        if turn:
+            with contextlib.suppress(DuctorError, OSError, ConnectionError):
+                await exchange.ack(turn)
+
+    async def mark_seen(self, incoming: Incoming) -> None:
+        if not self.config.scene.seen_reaction or not incoming.event_id:
+            return
+        with contextlib.suppress(*NETWORK_ERRORS):
+            await self.client.room_read_markers(
+                incoming.room_id, incoming.event_id, incoming.event_id
+            )
+
+    async def keep_typing(self, room: str) -> None:
+        while True:
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await self.client.room_typing(room, True, TYPING_TIMEOUT_MS)
+            await asyncio.sleep(TYPING_EVERY)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_event(self, room: str, event_type: str, content: dict[str, Any]) -> str:
+        answer = await self.client.room_send(room, event_type, content)
+        if isinstance(answer, nio.RoomSendError):
+            raise MatrixError(f"{answer.message} ({answer.status_code})")
+        _remember(self.bot_events, answer.event_id)
+        return str(answer.event_id)
+
+    async def send_html(
+        self, room: str, body: str, html: str, *, reply_to: str | None = None
+    ) -> str:
+        content: dict[str, Any] = {
+            "msgtype": "m.text",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": html,
+        }
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        return await self.send_event(room, "m.room.message", content)
+
+    async def send_markdown(self, room: str, markdown: str) -> list[str]:
+        return [await self.send_html(room, body, html) for body, html in render(markdown)]
+
+    async def send_file(self, room: str, path: Path) -> str:
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        size = path.stat().st_size
+        media.check_upload_size(size)
+        with path.open("rb") as file:
+            answer, _ = await self.client.upload(
+                file, content_type=mime, filename=path.name, filesize=size
+            )
+        if not isinstance(answer, nio.UploadResponse):
+            raise MatrixError(f"upload of {path.name} failed: {answer.message}")
+        msgtype = media.msgtype_for(mime)
+        content: dict[str, Any] = {
+            "msgtype": msgtype,
+            "body": path.name,
+            "filename": path.name,
+            "url": answer.content_uri,
+            "info": {"mimetype": mime, "size": size},
+        }
+        return await self.send_event(room, "m.room.message", content)
+
+    async def send_file_or_note(self, room: str, path: Path) -> str:
+        """Send ``path``, or a note saying why it could not be (never raises)."""
+        problem = ""
+        if not self.file_allowed(path):
+            problem = f"Could not send {path.name}: it is not allowed."
+        else:
+            try:
+                return await self.send_file(room, path)
+            except (DuctorError, *NETWORK_ERRORS) as exc:
+                log.warning("could not send %s to %s: %s", path, room, exc)
+                problem = f"Could not send {path.name}: {exc}"
+        with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+            return (await self.send_markdown(room, f"_{problem}_"))[-1]
+        return ""
+
+    def direct_room(self, user_id: str) -> str | None:
+        """A room the bot shares with ``user_id`` alone, if any."""
+        for room_id, room in self.client.rooms.items():
+            if room.member_count <= 2 and user_id in room.users:
+                return str(room_id)
+        return None

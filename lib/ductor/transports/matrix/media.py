@@ -1,0 +1,72 @@
+"""Files between Matrix and the workspace.
+
+Incoming media (``m.image``, ``m.audio``, ``m.video``, ``m.file``) is downloaded through
+the authenticated media API and saved under ``workspace/matrix_files/YYYY-MM-DD/`` with
+the harmless names, the image processing and the limits of the Telegram transport's
+media module (it is messenger-neutral apart from its directory name).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from ductor.atomic import make_directories
+from ductor.errors import DuctorError
+from ductor.transports.telegram.media import process_image, safe_name, unique_path
+
+__all__ = [
+    "FILES_DIR",
+    "FileTooBig",
+    "check_size",
+    "check_upload_size",
+    "incoming_dir",
+    "msgtype_for",
+    "process_image",
+    "save_incoming",
+]
+
+FILES_DIR = "matrix_files"
+MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # Synapse's default max_upload_size is 50M; ask it
+
+
+class FileTooBig(DuctorError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"that file is {size / 2**20:.1f} MB; the limit is {limit // 2**20} MB")
+
+
+def check_size(size: int | None) -> None:
+    if size is not None and size > MAX_DOWNLOAD_BYTES:
+        raise FileTooBig(size, MAX_DOWNLOAD_BYTES)
+
+
+def check_upload_size(size: int) -> None:
+    if size > MAX_UPLOAD_BYTES:
+        raise FileTooBig(size, MAX_UPLOAD_BYTES)
+
+
+def incoming_dir(workspace: Path, now: datetime) -> Path:
+    """``workspace/matrix_files/YYYY-MM-DD/`` for ``now``'s date, created 0700."""
+    directory = workspace / FILES_DIR / f"{now:%Y-%m-%d}"
+    make_directories(directory, mode=0o700)
+    return directory
+
+
+def save_incoming(workspace: Path, now: datetime, name: str, data: bytes, *, fallback: str) -> Path:
+    """Write ``data`` under a safe, unused name in today's directory; its path."""
+    directory = incoming_dir(workspace, now)
+    target = unique_path(directory, safe_name(name, fallback=fallback))
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return target
+
+
+def msgtype_for(mime: str) -> str:
+    """The Matrix message type of a file of type ``mime``."""
+    for prefix, msgtype in (("image/", "m.image"), ("audio/", "m.audio"), ("video/", "m.video")):
+        if mime.startswith(prefix):
+            return msgtype
+    return "m.file"

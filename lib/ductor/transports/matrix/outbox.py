@@ -1,0 +1,150 @@
+"""The outbox drain: delivers the agent's envelopes (``spool/outbox/mx``) to Matrix.
+
+The same reader loop as the Telegram drain (docs/spool.md): bind ``wake.sock`` before
+the first scan, recover, then claim, send, record, finish, and wait for a wake-up, the
+next retry or the rescan. Exactly once: an envelope whose delivery is already recorded
+is finished without being sent again.
+
+Where an envelope goes: unicast to ``routing.chat_id`` (a room id); a broadcast to the
+direct room of every allowed user the bot shares one with; a room the bot is no longer
+in goes to the first allowed user's direct room instead, under a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ductor.errors import DuctorError
+from ductor.spool import Envelope, Kind, Queue, WakeListener, WakeSocketBusyError
+
+if TYPE_CHECKING:
+    from ductor.transports.matrix.app import MatrixTransport
+
+log = logging.getLogger(__name__)
+
+HEADERS = {Kind.CRON: "Cron", Kind.HEARTBEAT: "Heartbeat", Kind.TASK: "Task", Kind.NOTICE: "Notice"}
+
+
+class TargetGone(DuctorError):
+    """No room to deliver an envelope to."""
+
+
+class MatrixOutbox:
+    def __init__(
+        self, queue: Queue, transport: MatrixTransport, *, allowed_users: Sequence[str]
+    ) -> None:
+        self.queue = queue
+        self.transport = transport
+        self.allowed_users = list(allowed_users)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            listener: WakeListener | None = self.queue.listen()
+        except WakeSocketBusyError as exc:
+            log.warning("%s; delivering on rescans only", exc)
+            listener = None
+        try:
+            await asyncio.to_thread(self.queue.recover)
+            while not stop.is_set():
+                await self.process_due(stop)
+                if stop.is_set():
+                    break
+                await self._wait(listener, stop)
+        finally:
+            self.queue.close()
+
+    async def _wait(self, listener: WakeListener | None, stop: asyncio.Event) -> None:
+        timeout = await asyncio.to_thread(self.queue.next_wait)
+        if timeout <= 0:
+            return
+        if listener is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout)
+            return
+        woken = asyncio.ensure_future(listener.wait_async(timeout))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, stopped):
+                task.cancel()
+            await asyncio.gather(woken, stopped, return_exceptions=True)
+
+    async def process_due(self, stop: asyncio.Event | None = None) -> int:
+        handled = 0
+        while stop is None or not stop.is_set():
+            envelope = await asyncio.to_thread(self.queue.claim_next)
+            if envelope is None:
+                break
+            await self._handle(envelope)
+            handled += 1
+        return handled
+
+    async def _handle(self, envelope: Envelope) -> None:
+        if envelope.delivery.delivered:
+            log.info("envelope %s was delivered before; not sending it again", envelope.id)
+            await asyncio.to_thread(self.queue.finish, envelope)
+            return
+        try:
+            ids, reason = await self.deliver(envelope)
+        except TargetGone as exc:
+            log.warning("envelope %s: %s", envelope.id, exc)
+            await asyncio.to_thread(self.queue.fail, envelope, str(exc), permanent=True)
+            return
+        except Exception as exc:
+            log.warning("envelope %s: delivery failed, will retry: %s", envelope.id, exc)
+            await asyncio.to_thread(self.queue.fail, envelope, str(exc) or type(exc).__name__)
+            return
+        # Message ids are event ids here; the delivery record keeps how many were sent.
+        await asyncio.to_thread(
+            self.queue.record_delivery, envelope, list(range(len(ids))), fallback_reason=reason
+        )
+        await asyncio.to_thread(self.queue.finish, envelope)
+
+    async def deliver(self, envelope: Envelope) -> tuple[list[str], str | None]:
+        routing = envelope.routing
+        rooms = self.transport.client.rooms
+        if routing.broadcast:
+            targets = [r for r in map(self.transport.direct_room, self.allowed_users) if r]
+            if not targets:
+                raise TargetGone("a broadcast, but no allowed user has a direct room")
+            ids: list[str] = []
+            for room in targets:
+                ids += await self.send(envelope, room)
+            return ids, None
+        room = str(routing.chat_id or "")
+        if room in rooms:
+            return await self.send(envelope, room), None
+        reason = f"room {room} is unknown to the bot or was left"
+        main = next((r for r in map(self.transport.direct_room, self.allowed_users) if r), None)
+        if main is None or main == room:
+            raise TargetGone(f"{reason}, and there is no other room to deliver it to")
+        note = f"_(This was meant for {room}, which I can no longer reach.)_"
+        return await self.send(envelope, main, note=note), reason
+
+    async def send(self, envelope: Envelope, room: str, *, note: str = "") -> list[str]:
+        payload = envelope.payload
+        parts = [note] if note else []
+        label = HEADERS.get(envelope.kind)
+        if label and not payload.text.lstrip().startswith("**"):
+            origin = envelope.routing.origin.strip()
+            parts.append(f"**{label}: {origin}**" if origin else f"**{label}**")
+        if payload.text.strip():
+            parts.append(payload.text)
+        ids = await self.transport.send_markdown(room, "\n\n".join(parts)) if parts else []
+        buttons = [(b.label, b.data) for row in payload.buttons for b in row][:10]
+        if buttons:
+            from ductor.transports.matrix.segments import button_list
+
+            body = "\n".join(label for label, _ in buttons)
+            last = await self.transport.send_html(room, body, button_list(buttons))
+            await self.transport.offer_buttons(room, last, buttons)
+            ids.append(last)
+        for path in payload.files:
+            ids.append(await self.transport.send_file_or_note(room, Path(path)))
+        return ids

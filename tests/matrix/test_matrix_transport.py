@@ -1,0 +1,297 @@
+"""The Matrix transport as a real process, between a real Synapse and a real agent
+daemon (with the fake CLIs): what a Matrix user sees."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from tests.matrix.conftest import MatrixUsers
+from tests.process.agent_proc import REPO, AgentProcess
+from tests.stubs.synapse import Synapse
+
+FIXTURES = REPO.parent / "shared" / "fixtures" / "cli"
+KEYCAPS = ("1️⃣", "2️⃣", "3️⃣")
+
+
+class Transport:
+    def __init__(self, agent: AgentProcess) -> None:
+        self.agent = agent
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = agent.root / "matrix.log"
+
+    def start(self) -> Transport:
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bin" / "ductor-matrix"), "--name", self.agent.name],
+            env=self.agent.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        sync = self.agent.state / "matrix" / "sync.json"
+        eventually(lambda: sync.exists() and json.loads(sync.read_text()).get("since"), 30, self)
+        return self
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+def eventually(
+    predicate: Callable[[], object], timeout: float = 20.0, transport: Transport | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            detail = transport.log()[-3000:] if transport else ""
+            raise AssertionError(f"not true after {timeout} s\n{detail}")
+        time.sleep(0.1)
+
+
+def scenario(directory: Path, answer: str) -> str:
+    """A fake CLI run that answers ``answer``; its path, for FAKECLI_SCENARIO."""
+    fixture = FIXTURES / "claude-new"
+    target = directory / "answer.jsonl"
+    encoded = json.dumps(answer)[1:-1]
+    target.write_text(fixture.with_suffix(".jsonl").read_text().replace("ECHO: hello", encoded))
+    for suffix in (".meta.json", ".stderr"):
+        (directory / f"answer{suffix}").write_bytes(fixture.with_suffix(suffix).read_bytes())
+    return str(target)
+
+
+def setup_agent(
+    root: Path, synapse: Synapse, users: MatrixUsers, rooms: list[str], **env: str
+) -> AgentProcess:
+    allowed = json.dumps(rooms)
+    config = (
+        'provider = "claude"\nmodel = "opus"\ntransports = ["matrix"]\n'
+        f'[matrix]\nhomeserver = "{synapse.base_url}"\nuser_id = "{users.bot.user_id}"\n'
+        f'allowed_users = ["{users.alice.user_id}"]\nallowed_rooms = {allowed}\n'
+    )
+    agent = AgentProcess(root, config=config)
+    agent.write_config()
+    credentials = root / "config" / "credentials" / agent.name
+    credentials.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = credentials / "matrix-password"
+    secret.write_text(users.bot.password + "\n")
+    secret.chmod(0o600)
+    dotenv = credentials / ".env"
+    dotenv.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    dotenv.chmod(0o600)
+    return agent
+
+
+class Bot:
+    """An agent and its Matrix transport, for one test."""
+
+    def __init__(
+        self, root: Path, synapse: Synapse, users: MatrixUsers, rooms: list[str], **env: str
+    ) -> None:
+        self.synapse, self.users = synapse, users
+        self.agent = setup_agent(root, synapse, users, rooms, **env)
+        self.agent.start()
+        self.transport = Transport(self.agent).start()
+
+    def stop(self) -> None:
+        self.transport.stop()
+        self.agent.stop()
+
+    def bot_messages(self, room: str) -> list[dict[str, Any]]:
+        """The bot's m.room.message events in ``room``, oldest first."""
+        events = self.synapse.messages(self.users.alice.access_token, room, limit=100)
+        return [
+            e
+            for e in reversed(events)
+            if e["type"] == "m.room.message" and e["sender"] == self.users.bot.user_id
+        ]
+
+    def bodies(self, room: str) -> list[str]:
+        return [e["content"].get("body", "") for e in self.bot_messages(room)]
+
+    def wait_bodies(self, room: str, count: int, timeout: float = 20.0) -> list[str]:
+        eventually(lambda: len(self.bodies(room)) >= count, timeout, self.transport)
+        return self.bodies(room)
+
+    def dm(self) -> str:
+        alice, bot = self.users.alice, self.users.bot
+        room = self.synapse.create_room(alice.access_token, invite=[bot.user_id], is_direct=True)
+        eventually(
+            lambda: bot.user_id in self.synapse.joined_members(alice.access_token, room),
+            20,
+            self.transport,
+        )
+        return room
+
+
+@pytest.fixture
+def bot_for(
+    tmp_path: Path, synapse: Synapse, matrix_users: MatrixUsers
+) -> Iterator[Callable[..., Bot]]:
+    started: list[Bot] = []
+
+    def make(rooms: list[str] | None = None, **env: str) -> Bot:
+        bot = Bot(tmp_path, synapse, matrix_users, rooms or [], **env)
+        started.append(bot)
+        return bot
+
+    yield make
+    for bot in started:
+        bot.stop()
+
+
+def test_a_dm_is_answered_with_streamed_segments_in_matrix_html(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_SCENARIO="claude-tool", FAKECLI_DELAY_MS="100")
+    room = bot.dm()
+    question = synapse.send_text(matrix_users.alice.access_token, room, "run it")
+    bodies = bot.wait_bodies(room, 2)
+    assert bodies[:2] == ["I'll run a command.", "Tool said: hi"]
+    first, second = bot.bot_messages(room)[:2]
+    assert first["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == question
+    assert "m.relates_to" not in second["content"]
+    for message in (first, second):
+        assert message["content"]["format"] == "org.matrix.custom.html"
+        assert message["content"]["formatted_body"]
+    login = json.loads((bot.agent.state / "matrix" / "login.json").read_text())
+    assert login["user_id"] == matrix_users.bot.user_id and login["access_token"]
+
+
+def test_a_group_room_is_served_and_a_stranger_gets_nothing(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, bot_user, mallory = matrix_users.alice, matrix_users.bot, matrix_users.mallory
+    room = synapse.create_room(alice.access_token, name="team", invite=[mallory.user_id])
+    synapse.join(mallory.access_token, room)
+    bot = bot_for(rooms=[room])
+    synapse.invite(alice.access_token, room, bot_user.user_id)
+    eventually(lambda: bot_user.user_id in synapse.joined_members(alice.access_token, room))
+    synapse.send_text(mallory.access_token, room, "hello bot, obey me")
+    synapse.send_text(alice.access_token, room, "hello")
+    assert bot.wait_bodies(room, 1) == ["ECHO: hello"]
+    time.sleep(1.0)
+    assert bot.bodies(room) == ["ECHO: hello"]
+    assert "not allowed" in bot.transport.log()
+
+
+def test_an_invite_to_a_refused_room_is_answered_and_left(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    mallory, bot_user = matrix_users.mallory, matrix_users.bot
+    bot = bot_for()
+    room = synapse.create_room(mallory.access_token, invite=[bot_user.user_id], is_direct=True)
+
+    def left() -> bool:
+        return bot_user.user_id not in synapse.joined_members(mallory.access_token, room)
+
+    eventually(
+        lambda: any(
+            e["sender"] == bot_user.user_id and "not authorized" in e["content"].get("body", "")
+            for e in synapse.messages(mallory.access_token, room)
+        ),
+        20,
+        bot.transport,
+    )
+    eventually(left, 20, bot.transport)
+
+
+def test_a_restart_between_two_messages_loses_nothing_and_replays_nothing(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "first")
+    assert bot.wait_bodies(room, 1) == ["ECHO: hello"]
+    bot.transport.stop()
+    synapse.send_text(alice.access_token, room, "second, while the transport is down")
+    bot.transport.start()
+    assert bot.wait_bodies(room, 2) == ["ECHO: hello", "ECHO: hello"]
+    time.sleep(1.5)
+    assert len(bot.bodies(room)) == 2
+    assert "with a new device" in bot.transport.log()
+    assert bot.transport.log().count("with a new device") == 1  # the login was reused
+
+
+def test_bang_status_is_an_agent_command(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    synapse.send_text(matrix_users.alice.access_token, room, "!status")
+    (answer,) = bot.wait_bodies(room, 1)
+    assert "ECHO" not in answer and answer.strip()
+
+
+def test_buttons_become_a_numbered_list_and_a_reaction_presses_one(
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    answer = "Pick one\n[button:Red] [button:Blue]"
+    bot = bot_for(FAKECLI_SCENARIO=scenario(tmp_path, answer))
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "colour?")
+    bot.wait_bodies(room, 1)
+    message = bot.bot_messages(room)[0]
+    assert "1️⃣" in message["content"]["formatted_body"]
+    assert "Blue" in message["content"]["formatted_body"]
+
+    def reactions() -> list[str]:
+        return [
+            e["content"]["m.relates_to"]["key"]
+            for e in synapse.messages(alice.access_token, room)
+            if e["type"] == "m.reaction" and e["sender"] == matrix_users.bot.user_id
+        ]
+
+    eventually(lambda: sorted(reactions()) == sorted(KEYCAPS[:2]), 20, bot.transport)
+    synapse.react(alice.access_token, room, message["event_id"], KEYCAPS[1])
+    bot.wait_bodies(room, 2)  # the press started a turn that was answered
+    assert "Traceback" not in bot.transport.log()
+
+
+def test_an_image_in_and_a_file_out(
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    answer_file = tmp_path / "answer.jsonl"
+    bot = bot_for(FAKECLI_SCENARIO=str(answer_file))
+    workspace = bot.agent.workspace
+    (workspace / "report.txt").write_text("the report\n")
+    scenario(tmp_path, f"see <file:{workspace / 'report.txt'}>")  # read when the CLI runs
+    room = bot.dm()
+    alice = matrix_users.alice
+    image_file = tmp_path / "pic.png"
+    Image.new("RGB", (8, 8), "red").save(image_file)
+    mxc = synapse.upload(alice.access_token, image_file.read_bytes(), "image/png", "pic.png")
+    content = {
+        "msgtype": "m.image",
+        "body": "pic.png",
+        "url": mxc,
+        "info": {"mimetype": "image/png"},
+    }
+    synapse.send_event(alice.access_token, room, "m.room.message", content)
+    eventually(lambda: list((workspace / "matrix_files").rglob("pic*")), 20, bot.transport)
+
+    def sent_file() -> dict[str, Any] | None:
+        for event in bot.bot_messages(room):
+            if event["content"].get("msgtype") == "m.file":
+                return event
+        return None
+
+    eventually(sent_file, 20, bot.transport)
+    event = sent_file()
+    assert event is not None
+    assert synapse.download(alice.access_token, event["content"]["url"]) == b"the report\n"
