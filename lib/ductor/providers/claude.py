@@ -71,7 +71,7 @@ TOOL_NAMES: dict[str, ToolName] = {
     "WebSearch": ToolName.WEB_SEARCH,
     "Task": ToolName.AGENT,
     "Agent": ToolName.AGENT,
-    "TodoWrite": ToolName.TODO,
+    "TodoWrite": ToolName.CHECKLIST,
     "ExitPlanMode": ToolName.PLAN,
 }
 

@@ -66,7 +66,7 @@ TOOL_NAMES: dict[str, ToolName] = {
     "command_execution": ToolName.SHELL,
     "file_change": ToolName.EDIT,
     "web_search": ToolName.WEB_SEARCH,
-    "todo_list": ToolName.TODO,
+    "todo_list": ToolName.CHECKLIST,
 }
 
 # What Codex prints to stderr whenever stdin is not a terminal; never an error message.

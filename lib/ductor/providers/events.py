@@ -63,7 +63,7 @@ class ToolName(StrEnum):
     WEB_FETCH = "WebFetch"
     WEB_SEARCH = "WebSearch"
     AGENT = "Agent"
-    TODO = "Todo"
+    CHECKLIST = "Todo"
     PLAN = "Plan"
     MEMORY = "Memory"
 

@@ -78,7 +78,7 @@ TOOL_NAMES: dict[str, ToolName] = {
     "web_fetch": ToolName.WEB_FETCH,
     "google_web_search": ToolName.WEB_SEARCH,
     "invoke_agent": ToolName.AGENT,
-    "write_todos": ToolName.TODO,
+    "write_todos": ToolName.CHECKLIST,
     "enter_plan_mode": ToolName.PLAN,
     "exit_plan_mode": ToolName.PLAN,
     "save_memory": ToolName.MEMORY,
