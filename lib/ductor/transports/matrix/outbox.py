@@ -13,14 +13,14 @@ in goes to the first allowed user's direct room instead, under a note.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ductor.errors import DuctorError
-from ductor.spool import Envelope, Kind, Queue, WakeListener, WakeSocketBusyError
+from ductor.spool import Envelope, Kind, Queue
+from ductor.transports.drain import DrainLoop
 
 if TYPE_CHECKING:
     from ductor.transports.matrix.app import MatrixTransport
@@ -34,46 +34,13 @@ class TargetGone(DuctorError):
     """No room to deliver an envelope to."""
 
 
-class MatrixOutbox:
+class MatrixOutbox(DrainLoop):
     def __init__(
         self, queue: Queue, transport: MatrixTransport, *, allowed_users: Sequence[str]
     ) -> None:
         self.queue = queue
         self.transport = transport
         self.allowed_users = list(allowed_users)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        try:
-            listener: WakeListener | None = self.queue.listen()
-        except WakeSocketBusyError as exc:
-            log.warning("%s; delivering on rescans only", exc)
-            listener = None
-        try:
-            await asyncio.to_thread(self.queue.recover)
-            while not stop.is_set():
-                await self.process_due(stop)
-                if stop.is_set():
-                    break
-                await self._wait(listener, stop)
-        finally:
-            self.queue.close()
-
-    async def _wait(self, listener: WakeListener | None, stop: asyncio.Event) -> None:
-        timeout = await asyncio.to_thread(self.queue.next_wait)
-        if timeout <= 0:
-            return
-        if listener is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout)
-            return
-        woken = asyncio.ensure_future(listener.wait_async(timeout))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (woken, stopped):
-                task.cancel()
-            await asyncio.gather(woken, stopped, return_exceptions=True)
 
     async def process_due(self, stop: asyncio.Event | None = None) -> int:
         handled = 0

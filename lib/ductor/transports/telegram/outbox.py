@@ -32,7 +32,6 @@ crash or it comes up in ``new/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 from collections.abc import Callable, Sequence
@@ -42,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ductor.errors import DuctorError
-from ductor.spool import Delivery, Envelope, Kind, Queue, Routing, WakeListener, WakeSocketBusyError
+from ductor.spool import Delivery, Envelope, Kind, Queue, Routing
+from ductor.transports.drain import DrainLoop
 from ductor.transports.telegram.formatting import markdown_to_html, split_html
 from ductor.transports.telegram.media import is_photo
 
@@ -110,7 +110,7 @@ def _where(routing: Routing) -> str:
     return where if routing.topic_id is None else f"{where} (topic {routing.topic_id})"
 
 
-class OutboxDrain:
+class OutboxDrain(DrainLoop):
     """Delivers one outbox queue to Telegram until ``stop`` is set."""
 
     def __init__(
@@ -130,41 +130,7 @@ class OutboxDrain:
         self.known_chat = known_chat
         self.file_allowed = file_allowed
 
-    # -- the loop ---------------------------------------------------------------------
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; the queue is closed (lock, socket) on return."""
-        try:
-            listener: WakeListener | None = self.queue.listen()
-        except WakeSocketBusyError as exc:
-            log.warning("%s; delivering on rescans only", exc)
-            listener = None
-        try:
-            await asyncio.to_thread(self.queue.recover)
-            while not stop.is_set():
-                await self.process_due(stop)
-                if stop.is_set():
-                    break
-                await self._wait(listener, stop)
-        finally:
-            self.queue.close()
-
-    async def _wait(self, listener: WakeListener | None, stop: asyncio.Event) -> None:
-        timeout = await asyncio.to_thread(self.queue.next_wait)
-        if timeout <= 0:
-            return
-        if listener is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout)
-            return
-        woken = asyncio.ensure_future(listener.wait_async(timeout))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (woken, stopped):
-                task.cancel()
-            await asyncio.gather(woken, stopped, return_exceptions=True)
+    # -- one pass (the waiting loop is DrainLoop.run) -------------------------------
 
     async def process_due(self, stop: asyncio.Event | None = None) -> int:
         """Claim and handle every envelope that is due now; returns how many.

@@ -1,0 +1,57 @@
+"""The loop every transport's outbox reader shares: wait for a wake-up or the next
+retry, deliver what is due, until told to stop (see docs/spool.md, the reader)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+from ductor.spool import Queue, WakeListener, WakeSocketBusyError
+
+log = logging.getLogger(__name__)
+
+
+class DrainLoop(ABC):
+    """Subclasses set ``self.queue`` and implement :meth:`process_due`."""
+
+    queue: Queue
+
+    @abstractmethod
+    async def process_due(self, stop: asyncio.Event | None = None) -> int:
+        """Deliver every envelope that is due now; returns how many were handled."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; the queue is closed (lock, socket) on return."""
+        try:
+            listener: WakeListener | None = self.queue.listen()
+        except WakeSocketBusyError as exc:
+            log.warning("%s; delivering on rescans only", exc)
+            listener = None
+        try:
+            await asyncio.to_thread(self.queue.recover)
+            while not stop.is_set():
+                await self.process_due(stop)
+                if stop.is_set():
+                    break
+                await self._wait(listener, stop)
+        finally:
+            self.queue.close()
+
+    async def _wait(self, listener: WakeListener | None, stop: asyncio.Event) -> None:
+        timeout = await asyncio.to_thread(self.queue.next_wait)
+        if timeout <= 0:
+            return
+        if listener is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout)
+            return
+        woken = asyncio.ensure_future(listener.wait_async(timeout))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, stopped):
+                task.cancel()
+            await asyncio.gather(woken, stopped, return_exceptions=True)
