@@ -25,14 +25,13 @@ import aiohttp
 import nio
 
 from ductor import config, protocol
-from ductor.agent import markup
 from ductor.errors import ConfigError, DuctorError
 from ductor.notify import Notifier
 from ductor.paths import Paths
 from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
-from ductor.protocol.aclient import AsyncExchange, open_exchange
-from ductor.protocol.client import AgentUnavailable
+from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
+from ductor.transports import agentlink
 from ductor.transports.matrix import media
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
 from ductor.transports.matrix.outbox import MatrixOutbox
@@ -50,7 +49,6 @@ log = logging.getLogger("ductor.matrix")
 SYNC_TIMEOUT_MS = 25_000
 TYPING_EVERY = 20.0  # seconds; each typing notice lasts TYPING_TIMEOUT_MS
 TYPING_TIMEOUT_MS = 30_000
-AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
 SYNC_FILTER: dict[str, Any] = {
     "presence": {"types": []},
     "account_data": {"types": []},
@@ -181,17 +179,9 @@ class MatrixTransport:
         self.allowed_room_ids = ids
 
     def file_allowed(self, path: Path) -> bool:
-        try:
-            markup.check_file(
-                str(path),
-                workspace=self.workspace,
-                home=Path.home(),
-                file_access=self.config.file_access,
-            )
-        except markup.FileRefused as exc:
-            log.warning("not sending %s: %s", path, exc)
-            return False
-        return True
+        return agentlink.file_allowed(
+            path, workspace=self.workspace, file_access=self.config.file_access
+        )
 
     def status_line(self) -> str:
         return f"{self.bot_id}: {len(self.tasks)} room turn(s) in flight"
@@ -347,22 +337,10 @@ class MatrixTransport:
 
     async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
         request = await self.request_for(incoming)
-        delay_index = 0
-        while True:
-            try:
-                exchange = await open_exchange(self.socket, request)
-                first = await exchange.next_event()
-                break
-            except (AgentUnavailable, ConnectionError, OSError) as exc:
-                if stop.is_set():
-                    return
-                wait = AGENT_RETRY[min(delay_index, len(AGENT_RETRY) - 1)]
-                delay_index += 1
-                log.warning("agent %s unavailable (%s); retrying in %.1f s", self.name, exc, wait)
-                await asyncio.sleep(wait)
-        if first is None:
-            await exchange.close()
+        handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
+        if handed is None:
             return
+        exchange, first = handed
         task = asyncio.create_task(self.follow(incoming, exchange, first))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -503,10 +481,7 @@ class MatrixTransport:
                 await self.send_event(room, "m.reaction", {"m.relates_to": relation})
 
     async def ack(self, exchange: AsyncExchange, event: Event) -> None:
-        turn = event.get_str("turn")
-        if turn:
-            with contextlib.suppress(DuctorError, OSError, ConnectionError):
-                await exchange.ack(turn)
+        await agentlink.ack(exchange, event)
 
     async def mark_seen(self, incoming: Incoming) -> None:
         if not self.config.scene.seen_reaction or not incoming.event_id:

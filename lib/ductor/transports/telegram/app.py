@@ -25,14 +25,13 @@ import telegram
 from telegram.request import HTTPXRequest
 
 from ductor import atomic, config, protocol
-from ductor.agent import markup
 from ductor.errors import ConfigError, DuctorError
 from ductor.notify import Notifier
 from ductor.paths import Paths
 from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
-from ductor.protocol.aclient import AsyncExchange, open_exchange
-from ductor.protocol.client import AgentUnavailable
+from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
+from ductor.transports import agentlink
 from ductor.transports.telegram import media
 from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
 from ductor.transports.telegram.formatting import MESSAGE_LIMIT, markdown_to_html, split_html
@@ -47,7 +46,6 @@ log = logging.getLogger("ductor.telegram")
 
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
 TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
-AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits while the agent cannot be reached
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the groups the bot is in
 SUMMARY_CHARS = 300  # at most this much of a long answer is shown above its document
 MENU = (
@@ -160,18 +158,9 @@ class TelegramTransport:
                 log.exception("the daily audit of allowed groups failed")
 
     def file_allowed(self, path: Path) -> bool:
-        """The path check of every file sent out (``file_access`` in the config)."""
-        try:
-            markup.check_file(
-                str(path),
-                workspace=self.workspace,
-                home=Path.home(),
-                file_access=self.config.file_access,
-            )
-        except markup.FileRefused as exc:
-            log.warning("not sending %s: %s", path, exc)
-            return False
-        return True
+        return agentlink.file_allowed(
+            path, workspace=self.workspace, file_access=self.config.file_access
+        )
 
     def status_line(self) -> str:
         return f"@{self.username}: {len(self.tasks)} chat turn(s) in flight"
@@ -315,22 +304,10 @@ class TelegramTransport:
         if incoming.action is Action.BUTTON:
             await self.answer_callback(incoming)
         request = await self.request_for(incoming)
-        delay_index = 0
-        while True:
-            try:
-                exchange = await open_exchange(self.socket, request)
-                first = await exchange.next_event()
-                break
-            except (AgentUnavailable, ConnectionError, OSError) as exc:
-                if stop.is_set():
-                    return
-                wait = AGENT_RETRY[min(delay_index, len(AGENT_RETRY) - 1)]
-                delay_index += 1
-                log.warning("agent %s unavailable (%s); retrying in %.1f s", self.name, exc, wait)
-                await asyncio.sleep(wait)
-        if first is None:
-            await exchange.close()
+        handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
+        if handed is None:
             return
+        exchange, first = handed
         task = asyncio.create_task(self.follow(incoming, exchange, first))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -542,10 +519,7 @@ class TelegramTransport:
         return True
 
     async def ack(self, exchange: AsyncExchange, event: Event) -> None:
-        turn = event.get_str("turn")
-        if turn:
-            with contextlib.suppress(DuctorError, OSError, ConnectionError):
-                await exchange.ack(turn)
+        await agentlink.ack(exchange, event)
 
     async def show_terminal(self, incoming: Incoming, event: Event, *, selector: bool) -> None:
         """A command's answer (or an error): one message, edited in place for selectors."""

@@ -1,0 +1,63 @@
+"""What every transport does with the agent socket: hand a request over (waiting while
+the agent cannot be reached, so nothing is dropped), acknowledge a shown answer, and
+check a file before it goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from ductor.agent import markup
+from ductor.errors import DuctorError
+from ductor.protocol import Event, Request
+from ductor.protocol.aclient import AsyncExchange, open_exchange
+from ductor.protocol.client import AgentUnavailable
+
+log = logging.getLogger(__name__)
+
+AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits while the agent cannot be reached
+
+
+async def hand_over(
+    socket: Path, request: Request, stop: asyncio.Event, *, agent: str
+) -> tuple[AsyncExchange, Event] | None:
+    """Send ``request`` and return the open exchange with its first event (``accepted``,
+    ``queued`` or a terminal one). Retries until the agent answers; None when ``stop``
+    is set meanwhile or the agent closed without a word."""
+    attempt = 0
+    while True:
+        try:
+            exchange = await open_exchange(socket, request)
+            first = await exchange.next_event()
+            break
+        except (AgentUnavailable, ConnectionError, OSError) as exc:
+            if stop.is_set():
+                return None
+            wait = AGENT_RETRY[min(attempt, len(AGENT_RETRY) - 1)]
+            attempt += 1
+            log.warning("agent %s unavailable (%s); retrying in %.1f s", agent, exc, wait)
+            await asyncio.sleep(wait)
+    if first is None:
+        await exchange.close()
+        return None
+    return exchange, first
+
+
+async def ack(exchange: AsyncExchange, event: Event) -> None:
+    """Tell the agent the answer of ``event``'s turn is shown (so it leaves the outbox)."""
+    turn = event.get_str("turn")
+    if turn:
+        with contextlib.suppress(DuctorError, OSError, ConnectionError):
+            await exchange.ack(turn)
+
+
+def file_allowed(path: Path, *, workspace: Path, file_access: str) -> bool:
+    """The path check of every file a transport sends out (``file_access``)."""
+    try:
+        markup.check_file(str(path), workspace=workspace, home=Path.home(), file_access=file_access)
+    except markup.FileRefused as exc:
+        log.warning("not sending %s: %s", path, exc)
+        return False
+    return True
