@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ductor.spool import (
+    MEANT_FOR,
     Button,
     Envelope,
     EnvelopeError,
@@ -697,3 +698,36 @@ def test_queue_deeper_than_a_socket_path_allows_still_wakes_its_reader(tmp_path:
         Queue(deep).put(envelope())
 
         assert reader.wait(timeout=5) is True
+
+
+def test_post_moves_an_envelope_for_a_messenger_the_agent_does_not_run_to_its_primary(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, served=("mx", "tg"))
+    unicast = Envelope.create(agent="a", kind=Kind.CRON, routing=Routing("tg", chat_id=42))
+    spool.served = ("mx",)
+    assert spool.post(unicast)
+    [entry] = spool.outbox("mx").list()
+    assert entry.envelope is not None
+    assert entry.envelope.routing.transport == "mx"
+    assert entry.envelope.payload.metadata[MEANT_FOR] == "tg:42"
+    broadcast = Envelope.create(agent="a", kind=Kind.CRON, routing=Routing("tg", broadcast=True))
+    spool.post(broadcast)
+    moved = spool.outbox("mx").get(broadcast.id)
+    assert moved is not None and moved.envelope is not None
+    assert moved.envelope.routing.broadcast  # to every allowed user of the primary
+    terminal = Envelope.create(agent="a", kind=Kind.REPLY, routing=Routing("cli", chat_id="al"))
+    spool.post(terminal)  # `ductor outbox` shows these; no messenger takes them
+    assert spool.outbox("cli").get(terminal.id) is not None
+    assert Spool(tmp_path).reroute(unicast) is unicast  # nothing served: nothing moved
+
+
+def test_adopting_orphans_moves_each_envelope_once_even_when_retried(tmp_path: Path) -> None:
+    Spool(tmp_path).outbox("tg").put(
+        Envelope.create(agent="a", kind=Kind.CRON, routing=Routing("tg", chat_id=1))
+    )
+    spool = Spool(tmp_path, served=("mx",))
+    assert spool.adopt_orphans() == 1
+    assert spool.adopt_orphans() == 0
+    assert [e.state for e in spool.outbox("mx").list()] == [State.NEW]
+    assert [e.state for e in spool.outbox("tg").list()] == [State.DONE]

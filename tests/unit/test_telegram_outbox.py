@@ -383,3 +383,60 @@ def test_stop_ends_an_idle_drain_promptly_and_releases_the_queue(queue: Queue) -
 
     assert run(body()) < 1.0
     assert not (queue.path / "wake.sock").exists()
+
+
+def test_a_matrix_result_on_a_telegram_only_agent_reaches_the_main_user_with_a_note(
+    tmp_path: Path,
+) -> None:
+    """A cron job created from a Matrix room, after Matrix was taken off the agent: the
+    spool moves the result to Telegram and the drain gives it to the main user."""
+    spool = Spool(tmp_path / "spool", served=("tg",))
+    sender = FakeSender()
+    meant = envelope(Routing("mx", chat_id="!room", origin="cron job news"), "result")
+    assert spool.post(meant)
+    assert spool.outbox_transports() == ["tg"]
+    drain = OutboxDrain(
+        spool.outbox("tg"), sender, allowed_user_ids=USERS, main_chat=111, known_chat=lambda c: True
+    )
+    deliver_all(drain)
+    [call] = sender.calls
+    assert call.chat == 111
+    assert call.content.startswith(
+        "<i>(This was meant for Matrix chat !room, but this agent does not run Matrix.)</i>"
+    )
+    assert call.content.endswith("result")
+    entry = drain.queue.get(meant.id)
+    assert entry is not None and entry.envelope is not None
+    assert entry.envelope.delivery.fallback_used
+
+
+def test_a_running_drain_adopts_what_waited_in_an_outbox_the_agent_no_longer_runs(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    waiting = envelope(Routing("mx", chat_id="!old", origin="heartbeat"), "left behind")
+    Spool(root).outbox("mx").put(waiting)  # written while Matrix was still configured
+    spool = Spool(root, served=("tg",))
+    sender = FakeSender()
+    drain = OutboxDrain(
+        spool.outbox("tg"), sender, allowed_user_ids=USERS, main_chat=111, known_chat=lambda c: True
+    )
+    drain.spool = spool
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(drain.run(stop))
+        deadline = time.monotonic() + 5
+        while not sender.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    run(body())
+    assert [c.chat for c in sender.calls] == [111]
+    assert "left behind" in sender.calls[0].content
+    orphan = Spool(root).outbox("mx").get(waiting.id)
+    assert orphan is not None and orphan.state is State.DONE
+    assert Spool(root).outbox("mx").get(waiting.id) is not None
+    run(body())  # a restart moves nothing twice
+    assert len(sender.calls) == 1

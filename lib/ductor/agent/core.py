@@ -96,7 +96,7 @@ class Agent:
         self.temp_dir.mkdir(exist_ok=True, mode=0o700)
         self.sessions = SessionStore(self.state_dir / "sessions.json")
         self.turns = TurnStore(self.state_dir)
-        self.spool = Spool(paths.spool(name))
+        self.spool = Spool(paths.spool(name), served=config.outboxes)
         self.registry = ProcessRegistry()
         self.dotenv = DotEnv(paths.agent_credentials(name) / ".env")
         self.models = model_catalog(self.state_dir / "models", env=self.env)
@@ -116,6 +116,7 @@ class Agent:
         """Hot settings take effect for the next turn; the parallel bound only grows."""
         old_limit = self.config.limits.max_parallel_sessions
         self.config = config
+        self.spool.served = config.outboxes
         extra = config.limits.max_parallel_sessions - old_limit
         for _ in range(max(0, extra)):
             self.slots.release()

@@ -24,6 +24,8 @@ PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dont
 REASONING_EFFORTS = ("default", "none", "minimal", "low", "medium", "high", "xhigh", "max")
 FILE_ACCESS = ("all", "home", "workspace")
 TRANSPORTS = ("telegram", "matrix")
+#: Each transport's short name: its session key prefix and its outbox in the spool.
+TRANSPORT_OUTBOX = {"telegram": "tg", "matrix": "mx"}
 LANGUAGES = ("en", "de", "nl", "fr", "ru", "es", "pt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IMAGE_FORMATS = ("webp", "jpeg", "png")
@@ -314,6 +316,11 @@ class AgentConfig:
     cron: CronConfig = field(default_factory=CronConfig)
     cli_parameters: CliParametersConfig = field(default_factory=CliParametersConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def outboxes(self) -> tuple[str, ...]:
+        """The outboxes of the transports this agent runs (``tg``, ``mx``), primary first."""
+        return tuple(TRANSPORT_OUTBOX[t] for t in self.transports)
 
 
 def rule_of(f: dataclasses.Field[Any]) -> Rule:

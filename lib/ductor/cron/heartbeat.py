@@ -142,7 +142,7 @@ def heartbeat(instance: str, paths: Paths, *, now: datetime | None = None) -> in
     if not text or text == target.ack_token:
         log.info("heartbeat %s: nothing to say (%s)", target.label, target.ack_token)
         return 0
-    Spool(paths.spool(agent)).post(
+    Spool(paths.spool(agent), served=agent_config.outboxes).post(
         Envelope.create(
             agent=agent,
             kind=Kind.HEARTBEAT,

@@ -36,7 +36,7 @@ from ductor.units import parse_instance
 
 log = logging.getLogger("ductor.cron")
 
-TRANSPORT_PREFIX = {"telegram": "tg", "matrix": "mx"}
+TRANSPORT_PREFIX = config.TRANSPORT_OUTBOX
 
 
 def now_utc() -> datetime:
@@ -225,7 +225,7 @@ def run_job(agent: str, job_name: str, paths: Paths) -> int:
             payload=Payload(text=body, metadata={"job": job.name}),
             execution=Execution(status=status, error=error or None, finished_at=finished),
         )
-        Spool(paths.spool(agent)).post(envelope)
+        Spool(paths.spool(agent), served=agent_config.outboxes).post(envelope)
         envelope_id = envelope.id
     record_run(
         state,
@@ -262,7 +262,7 @@ def report_failure(unit: str, paths: Paths) -> int:
         f"**{job.title or job.name}**: the cron run failed ({result}"
         f", status {detail.get('ExecMainStatus', '?')}). See `ductor logs {agent}`."
     )
-    Spool(paths.spool(agent)).post(
+    Spool(paths.spool(agent), served=agent_config.outboxes).post(
         Envelope.create(
             agent=agent,
             kind=Kind.CRON,

@@ -45,7 +45,7 @@ from ductor.spool.errors import (
     WakeSocketBusyError,
 )
 from ductor.spool.files import QueueDirectory
-from ductor.spool.layout import Spool
+from ductor.spool.layout import MEANT_FOR, Spool
 from ductor.spool.queue import Queue
 from ductor.spool.states import (
     DEFAULT_RETRY_POLICY,
@@ -62,6 +62,7 @@ from ductor.spool.wake import WakeListener, send_wake
 __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DONE_RETENTION",
+    "MEANT_FOR",
     "RESCAN_INTERVAL",
     "STALE_TEMP_AFTER",
     "Button",

@@ -8,15 +8,31 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
-from ductor.spool import Queue, WakeListener, WakeSocketBusyError
+from ductor.spool import MEANT_FOR, Envelope, Queue, Spool, WakeListener, WakeSocketBusyError
 
 log = logging.getLogger(__name__)
 
+TRANSPORT_NAMES = {"tg": "Telegram", "mx": "Matrix"}
+
+
+def rerouted_reason(envelope: Envelope) -> str | None:
+    """Why ``envelope`` is here although it was meant for another transport's chat (the
+    spool moved it: that transport is not run by this agent), or None."""
+    meant = str(envelope.payload.metadata.get(MEANT_FOR) or "")
+    if not meant:
+        return None
+    transport, _, chat = meant.partition(":")
+    name = TRANSPORT_NAMES.get(transport, transport)
+    where = f"{name} chat {chat}" if chat and chat != "broadcast" else name
+    return f"meant for {where}, but this agent does not run {name}"
+
 
 class DrainLoop(ABC):
-    """Subclasses set ``self.queue`` and implement :meth:`process_due`."""
+    """Subclasses set ``self.queue`` (and ``self.spool`` to adopt what waits in the
+    outboxes of transports the agent no longer runs) and implement :meth:`process_due`."""
 
     queue: Queue
+    spool: Spool | None = None
 
     @abstractmethod
     async def process_due(self, stop: asyncio.Event | None = None) -> int:
@@ -31,6 +47,10 @@ class DrainLoop(ABC):
             listener = None
         try:
             await asyncio.to_thread(self.queue.recover)
+            if self.spool is not None and self.spool.served[:1] == (self.queue.path.name,):
+                moved = await asyncio.to_thread(self.spool.adopt_orphans)
+                if moved:
+                    log.warning("%d envelope(s) adopted from other outboxes", moved)
             while not stop.is_set():
                 await self.process_due(stop)
                 if stop.is_set():

@@ -194,11 +194,13 @@ class MatrixTransport:
         except BaseException:
             watchdog.cancel()
             raise
+        spool = Spool(self.paths.spool(self.name), served=self.config.outboxes)
         drain = MatrixOutbox(
-            Spool(self.paths.spool(self.name)).outbox("mx"),
+            spool.outbox("mx"),
             self,
             allowed_users=self.config.matrix.allowed_users,
         )
+        drain.spool = spool
         self.notifier.status(self.status_line())
         log.info("syncing as %s for agent %s", self.bot_id, self.name)
         background = [asyncio.create_task(drain.run(stop)), watchdog]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ductor.errors import DuctorError
 from ductor.spool import Envelope, Kind, Queue
-from ductor.transports.drain import DrainLoop
+from ductor.transports.drain import DrainLoop, rerouted_reason
 
 if TYPE_CHECKING:
     from ductor.transports.matrix.app import MatrixTransport
@@ -85,13 +85,18 @@ class MatrixOutbox(DrainLoop):
                 ids += await self.send(envelope, room)
             return ids, None
         room = str(routing.chat_id or "")
-        if room in rooms:
-            return await self.send(envelope, room), None
-        reason = f"room {room} is unknown to the bot or was left"
+        reason = rerouted_reason(envelope)
+        if reason is None:
+            if room in rooms:
+                return await self.send(envelope, room), None
+            reason = f"room {room} is unknown to the bot or was left"
+            note = f"_(This was meant for {room}, which I can no longer reach.)_"
+        else:
+            note = f"_(This was {reason}.)_"
         main = next((r for r in map(self.transport.direct_room, self.allowed_users) if r), None)
         if main is None or main == room:
             raise TargetGone(f"{reason}, and there is no other room to deliver it to")
-        note = f"_(This was meant for {room}, which I can no longer reach.)_"
+        log.warning("envelope %s: %s; delivering it to %s", envelope.id, reason, main)
         return await self.send(envelope, main, note=note), reason
 
     async def send(self, envelope: Envelope, room: str, *, note: str = "") -> list[str]:

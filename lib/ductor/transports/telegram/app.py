@@ -176,13 +176,15 @@ class TelegramTransport:
         except BaseException:
             watchdog.cancel()
             raise
+        spool = Spool(self.paths.spool(self.name), served=self.config.outboxes)
         drain = OutboxDrain(
-            Spool(self.paths.spool(self.name)).outbox("tg"),
+            spool.outbox("tg"),
             self.sender,
             allowed_user_ids=self.config.telegram.allowed_user_ids,
             main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
             file_allowed=self.file_allowed,
         )
+        drain.spool = spool
         self.notifier.status(self.status_line())
         log.info("polling as @%s for agent %s", self.username, self.name)
         background = [

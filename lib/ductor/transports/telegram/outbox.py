@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from ductor.errors import DuctorError
 from ductor.spool import Delivery, Envelope, Kind, Queue, Routing
-from ductor.transports.drain import DrainLoop
+from ductor.transports.drain import DrainLoop, rerouted_reason
 from ductor.transports.telegram.formatting import markdown_to_html, split_html
 from ductor.transports.telegram.media import is_photo
 
@@ -181,6 +181,11 @@ class OutboxDrain(DrainLoop):
             return Sent(await self._broadcast(envelope))
         routing = envelope.routing
         chat, thread = _as_int(routing.chat_id), _as_int(routing.topic_id)
+        rerouted = rerouted_reason(envelope)
+        if rerouted is not None:
+            return Sent(
+                await self._fallback(envelope, rerouted, note=f"(This was {rerouted}.)"), rerouted
+            )
         if chat is None or (routing.topic_id is not None and thread is None):
             reason = f"{_where(routing)} is not a Telegram chat"
         elif not self.known_chat(chat):
@@ -194,13 +199,13 @@ class OutboxDrain(DrainLoop):
                 reason = f"{_where(routing)} is unreachable: {exc}"
         return Sent(await self._fallback(envelope, reason), reason)
 
-    async def _fallback(self, envelope: Envelope, reason: str) -> list[int]:
+    async def _fallback(self, envelope: Envelope, reason: str, *, note: str = "") -> list[int]:
         routing = envelope.routing
         target = self.main_chat
         if target is None or target == _as_int(routing.chat_id):
             raise TargetGone(f"{reason}, and there is no other chat to deliver it to")
         log.warning("envelope %s: %s; delivering it to chat %s", envelope.id, reason, target)
-        note = f"(This was meant for {_where(routing)}, which I can no longer reach.)"
+        note = note or f"(This was meant for {_where(routing)}, which I can no longer reach.)"
         return await self._send(envelope, target, None, note=note)
 
     async def _broadcast(self, envelope: Envelope) -> list[int]:
