@@ -18,6 +18,8 @@ from tests.matrix.conftest import MatrixUsers
 from tests.process.agent_proc import REPO, AgentProcess
 from tests.stubs.synapse import Synapse
 
+from ductor.spool import Envelope, Kind, Payload, Routing, Spool, State
+
 FIXTURES = REPO.parent / "shared" / "fixtures" / "cli"
 KEYCAPS = ("1️⃣", "2️⃣", "3️⃣")
 
@@ -74,13 +76,19 @@ def scenario(directory: Path, answer: str) -> str:
 
 
 def setup_agent(
-    root: Path, synapse: Synapse, users: MatrixUsers, rooms: list[str], **env: str
+    root: Path,
+    synapse: Synapse,
+    users: MatrixUsers,
+    rooms: list[str],
+    *,
+    matrix_extra: str = "",
+    **env: str,
 ) -> AgentProcess:
     allowed = json.dumps(rooms)
     config = (
         'provider = "claude"\nmodel = "opus"\ntransports = ["matrix"]\n'
         f'[matrix]\nhomeserver = "{synapse.base_url}"\nuser_id = "{users.bot.user_id}"\n'
-        f'allowed_users = ["{users.alice.user_id}"]\nallowed_rooms = {allowed}\n'
+        f'allowed_users = ["{users.alice.user_id}"]\nallowed_rooms = {allowed}\n' + matrix_extra
     )
     agent = AgentProcess(root, config=config)
     agent.write_config()
@@ -99,10 +107,17 @@ class Bot:
     """An agent and its Matrix transport, for one test."""
 
     def __init__(
-        self, root: Path, synapse: Synapse, users: MatrixUsers, rooms: list[str], **env: str
+        self,
+        root: Path,
+        synapse: Synapse,
+        users: MatrixUsers,
+        rooms: list[str],
+        *,
+        matrix_extra: str = "",
+        **env: str,
     ) -> None:
         self.synapse, self.users = synapse, users
-        self.agent = setup_agent(root, synapse, users, rooms, **env)
+        self.agent = setup_agent(root, synapse, users, rooms, matrix_extra=matrix_extra, **env)
         self.agent.start()
         self.transport = Transport(self.agent).start()
 
@@ -143,8 +158,8 @@ def bot_for(
 ) -> Iterator[Callable[..., Bot]]:
     started: list[Bot] = []
 
-    def make(rooms: list[str] | None = None, **env: str) -> Bot:
-        bot = Bot(tmp_path, synapse, matrix_users, rooms or [], **env)
+    def make(rooms: list[str] | None = None, *, matrix_extra: str = "", **env: str) -> Bot:
+        bot = Bot(tmp_path, synapse, matrix_users, rooms or [], matrix_extra=matrix_extra, **env)
         started.append(bot)
         return bot
 
@@ -295,3 +310,77 @@ def test_an_image_in_and_a_file_out(
     event = sent_file()
     assert event is not None
     assert synapse.download(alice.access_token, event["content"]["url"]) == b"the report\n"
+
+
+def test_a_mention_buried_under_more_than_a_sync_page_of_chatter_is_still_answered(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    """While the transport is down, the question is followed by more messages than one
+    /sync timeline holds (100): the limited timeline's gap is paged in, not lost."""
+    alice, bot_user = matrix_users.alice, matrix_users.bot
+    room = synapse.create_room(
+        alice.access_token, name="busy room", invite=[matrix_users.mallory.user_id]
+    )
+    synapse.join(matrix_users.mallory.access_token, room)  # three members: a group room
+    bot = bot_for(rooms=[room], matrix_extra="group_mention_only = true\n")
+    synapse.invite(alice.access_token, room, bot_user.user_id)
+    eventually(lambda: bot_user.user_id in synapse.joined_members(alice.access_token, room))
+    bot.transport.stop()
+    synapse.send_text(alice.access_token, room, f"{bot_user.user_id} what is new?")
+    for n in range(120):
+        synapse.send_text(alice.access_token, room, f"chatter {n}")
+    bot.transport.start()
+    assert bot.wait_bodies(room, 1, timeout=30) == ["ECHO: hello"]
+    assert "a limited sync left out" in bot.transport.log()
+    time.sleep(1.0)
+    assert len(bot.bodies(room)) == 1  # the chatter was not for the bot
+
+
+def test_the_outbox_delivers_each_envelope_once_and_a_gone_room_falls_back_to_the_dm(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    spool = Spool(bot.agent.state / "spool")
+    to_room = Envelope.create(
+        agent=bot.agent.name,
+        kind=Kind.CRON,
+        routing=Routing("mx", chat_id=room, origin="cron job news"),
+        payload=Payload(text="the **news**"),
+    )
+    gone = Envelope.create(
+        agent=bot.agent.name,
+        kind=Kind.HEARTBEAT,
+        routing=Routing("mx", chat_id="!gone", origin="heartbeat"),
+        payload=Payload(text="still here"),
+    )
+    spool.post(to_room)
+    spool.post(gone)
+    bodies = bot.wait_bodies(room, 2)
+    assert "**Cron: cron job news**\n\nthe **news**" in bodies
+    [fallback] = [b for b in bodies if "still here" in b]
+    assert fallback.startswith("_(This was meant for !gone, which I can no longer reach.)_")
+    news = next(e for e in bot.bot_messages(room) if "news" in e["content"]["body"])
+    assert "the <b>news</b>" in news["content"]["formatted_body"]
+    queue = spool.outbox("mx")
+    eventually(lambda: all(queue.get(e.id).state is State.DONE for e in (to_room, gone)))  # type: ignore[union-attr]
+    bot.transport.stop()
+    bot.transport.start()
+    time.sleep(1.5)
+    assert len(bot.bodies(room)) == 2  # a restart sends nothing again
+
+
+def test_an_answer_whose_transport_was_killed_mid_turn_arrives_once_after_the_restart(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_DELAY_MS="400")
+    room = bot.dm()
+    synapse.send_text(matrix_users.alice.access_token, room, "take your time")
+    eventually(lambda: list((bot.agent.state / "turns").glob("*")), 20, bot.transport)
+    bot.transport.stop(signal.SIGKILL)
+    outbox = bot.agent.state / "spool" / "outbox" / "mx" / "new"
+    eventually(lambda: outbox.exists() and list(outbox.iterdir()), 30, bot.transport)
+    bot.transport.start()
+    assert bot.wait_bodies(room, 1) == ["ECHO: hello"]
+    time.sleep(1.5)
+    assert bot.bodies(room) == ["ECHO: hello"]

@@ -22,7 +22,9 @@ Facts worth knowing when writing tests against it: room ids of the default room 
 endpoints (``/_matrix/client/v1/media/...``), which :meth:`Synapse.download` uses.
 
 Standalone: ``python -m tests.stubs.synapse --python .cache/synapse-venv/bin/python``
-prints the base URL and the shared secret and serves until interrupted.
+prints the base URL and the shared secret and serves until interrupted (``--port`` and
+``--shared-secret`` fix them in advance). Another process drives that server with
+``Synapse.attach(port_or_base_url, shared_secret)``: the same client, no process of its own.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 JsonDict = dict[str, Any]
 
@@ -162,7 +164,10 @@ class Synapse:
 
     ``python`` is the interpreter of the virtual environment Synapse is installed in.
     ``workdir`` keeps config, database, media and ``homeserver.log``; when not given, a
-    temporary directory is made and removed on stop.
+    temporary directory is made and removed on stop. ``port`` and ``shared_secret`` are
+    a free port and a random secret unless given.
+
+    :meth:`attach` makes a client for a server that is already running elsewhere.
     """
 
     def __init__(
@@ -171,16 +176,46 @@ class Synapse:
         workdir: Path | None = None,
         *,
         start_timeout: float = START_TIMEOUT,
+        port: int | None = None,
+        shared_secret: str | None = None,
     ) -> None:
         # absolute(), not resolve(): the venv is found through the unresolved symlink.
-        self.python = Path(python).absolute()
+        self.python: Path | None = Path(python).absolute()
         self._own_workdir = workdir is None
         self.workdir = (
             Path(tempfile.mkdtemp(prefix="ductor-synapse-")) if workdir is None else workdir
         )
         self.start_timeout = start_timeout
-        self.port = free_port()
-        self.shared_secret = secrets.token_hex(32)
+        self._client_state(
+            port if port is not None else free_port(),
+            shared_secret if shared_secret is not None else secrets.token_hex(32),
+        )
+
+    @classmethod
+    def attach(cls, server: int | str, shared_secret: str, *, workdir: Path | None = None) -> Self:
+        """A client for a server already running on 127.0.0.1: ``server`` is its port or
+        base URL (``http://127.0.0.1:PORT``), ``shared_secret`` its registration secret
+        (for :meth:`register`). It has no process: :meth:`stop` leaves the server alone and
+        :meth:`start` refuses. ``workdir``, where given, is the server's, for
+        :meth:`log_tail`."""
+        if isinstance(server, int):
+            port = server
+        else:
+            parts = urlsplit(server)
+            if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+                raise ValueError(f"not a loopback base URL with a port: {server!r}")
+            port = parts.port
+        client = cls.__new__(cls)
+        client.python = None
+        client._own_workdir = False
+        client.workdir = workdir if workdir is not None else Path(os.devnull)
+        client.start_timeout = START_TIMEOUT
+        client._client_state(port, shared_secret)
+        return client
+
+    def _client_state(self, port: int, shared_secret: str) -> None:
+        self.port = port
+        self.shared_secret = shared_secret
         self.log_path = self.workdir / "homeserver.log"
         self.config_path = self.workdir / "homeserver.yaml"
         self.start_seconds: float | None = None
@@ -203,6 +238,8 @@ class Synapse:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> Self:
+        if self.python is None:
+            raise SynapseError(f"attached to the server on {self.base_url}: it runs elsewhere")
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "media").mkdir(exist_ok=True)
         config = homeserver_config(self.workdir, self.port, self.shared_secret)
@@ -538,8 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--python", required=True, help="the python of Synapse's venv")
     parser.add_argument("--workdir", type=Path, help="keep config, database and log here")
+    parser.add_argument("--port", type=int, help="listen on this port (default: a free one)")
+    parser.add_argument("--shared-secret", help="registration secret (default: a random one)")
     args = parser.parse_args(argv)
-    with Synapse(args.python, args.workdir) as server:
+    with Synapse(
+        args.python, args.workdir, port=args.port, shared_secret=args.shared_secret
+    ) as server:
         print(server.base_url, flush=True)
         print(f"shared secret: {server.shared_secret}", flush=True)
         print(f"started in {server.start_seconds:.1f}s; log: {server.log_path}", file=sys.stderr)

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import nio
+from nio import MessageDirection
 
 from ductor import config, protocol
 from ductor.errors import ConfigError, DuctorError
@@ -55,6 +56,7 @@ SYNC_FILTER: dict[str, Any] = {
     "room": {"timeline": {"limit": 100}, "ephemeral": {"types": []}},
 }
 NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+GAP_PAGE = 100  # events per /messages page when a sync timeline was limited
 REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
 
 
@@ -112,6 +114,7 @@ class MatrixTransport:
         self.open_buttons: dict[str, list[str]] = {}
         self.allowed_room_ids: set[str] = set()
         self.notifier = Notifier()
+        self.rooms_known = asyncio.Event()  # set once a full-state sync has listed them
 
     @property
     def bot_id(self) -> str:
@@ -203,7 +206,7 @@ class MatrixTransport:
         drain.spool = spool
         self.notifier.status(self.status_line())
         log.info("syncing as %s for agent %s", self.bot_id, self.name)
-        background = [asyncio.create_task(drain.run(stop)), watchdog]
+        background = [asyncio.create_task(self.drain_when_rooms_known(drain, stop)), watchdog]
         try:
             await self.sync_loop(stop)
         finally:
@@ -214,15 +217,27 @@ class MatrixTransport:
             with contextlib.suppress(Exception):
                 await self.client.close()
 
+    async def drain_when_rooms_known(self, drain: MatrixOutbox, stop: asyncio.Event) -> None:
+        """The outbox waits for the first sync: before it, every room looks unknown and an
+        envelope would go to the fallback (or fail) instead of its room."""
+        await self.rooms_known.wait()
+        await drain.run(stop)
+
     async def sync_loop(self, stop: asyncio.Event) -> None:
         delay = 1.0
+        state_loaded = False
         while not stop.is_set():
             first = not self.sync_state.since
             try:
+                # The first sync of a process asks for the full state of every room even
+                # when it resumes from a saved token: who is in a room (a direct chat or a
+                # group) and which rooms the bot is in must not be guessed from the few
+                # rooms an incremental sync happens to mention.
                 answer = await self.client.sync(
-                    timeout=0 if first else SYNC_TIMEOUT_MS,
+                    timeout=0 if first or not state_loaded else SYNC_TIMEOUT_MS,
                     sync_filter=SYNC_FILTER,
                     since=self.sync_state.since or None,
+                    full_state=None if state_loaded else True,
                 )
             except NETWORK_ERRORS as exc:
                 answer = nio.SyncError(str(exc))
@@ -231,8 +246,18 @@ class MatrixTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
                 continue
+            state_loaded = True  # matrix-nio now knows every room the bot is in
+            self.rooms_known.set()
+            try:
+                await self.handle_sync(answer, stop, first=first)
+            except (MatrixError, *NETWORK_ERRORS) as exc:
+                # The token stays: the batch is read again, and what it handed to the
+                # agent already is marked in the sync state, so nothing is handed twice.
+                log.warning("a sync batch failed (%s); reading it again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+                continue
             delay = 1.0
-            await self.handle_sync(answer, stop, first=first)
             if stop.is_set():
                 return
             self.sync_state.advance(answer.next_batch)
@@ -245,11 +270,14 @@ class MatrixTransport:
     ) -> None:
         for room_id, invite in answer.rooms.invite.items():
             await self.on_invite(room_id, [_stripped(e) for e in invite.invite_state])
+        since = self.sync_state.since
         for room_id, joined in answer.rooms.join.items():
-            events = [e.source for e in joined.timeline.events if isinstance(e.source, dict)]
             if first:
                 # The first start answers nothing from before it: history is not a request.
                 continue
+            events = [e.source for e in joined.timeline.events if isinstance(e.source, dict)]
+            if joined.timeline.limited and since and joined.timeline.prev_batch:
+                events = await self.gap(room_id, since, joined.timeline.prev_batch) + events
             start = 0
             for index, event in enumerate(events):
                 content = event.get("content") or {}
@@ -269,6 +297,26 @@ class MatrixTransport:
                     if stop.is_set():
                         return
                     self.sync_state.mark(event_id)
+
+    async def gap(self, room_id: str, since: str, prev_batch: str) -> list[dict[str, Any]]:
+        """The events a ``limited`` timeline left out: from our last sync token forward to
+        where the timeline starts, page by page (nothing sent while we were away is lost,
+        however much it was)."""
+        events: list[dict[str, Any]] = []
+        start = since
+        while True:
+            page = await self.client.room_messages(
+                room_id, start, prev_batch, MessageDirection.front, GAP_PAGE
+            )
+            if not isinstance(page, nio.RoomMessagesResponse):
+                raise MatrixError(f"cannot read the history of {room_id}: {page.message}")
+            events += [e.source for e in page.chunk if isinstance(e.source, dict)]
+            if not page.chunk or not page.end or page.end == start:
+                break
+            start = page.end
+        if events:
+            log.info("fetched %d event(s) a limited sync left out in %s", len(events), room_id)
+        return events
 
     def is_private(self, room_id: str) -> bool:
         room = self.client.rooms.get(room_id)
