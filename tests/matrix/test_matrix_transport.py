@@ -168,6 +168,22 @@ def bot_for(
         bot.stop()
 
 
+def group_room(
+    bot_for: Callable[..., Bot], synapse: Synapse, users: MatrixUsers, name: str, **bot: str
+) -> tuple[Bot, str]:
+    """A room of alice, mallory and the bot (a group room, listed in allowed_rooms)."""
+    room = synapse.create_room(users.alice.access_token, name=name, invite=[users.mallory.user_id])
+    synapse.join(users.mallory.access_token, room)
+    started = bot_for(rooms=[room], **bot)
+    synapse.invite(users.alice.access_token, room, users.bot.user_id)
+    eventually(
+        lambda: users.bot.user_id in synapse.joined_members(users.alice.access_token, room),
+        20,
+        started.transport,
+    )
+    return started, room
+
+
 def test_a_dm_is_answered_with_streamed_segments_in_matrix_html(
     bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
 ) -> None:
@@ -189,12 +205,8 @@ def test_a_dm_is_answered_with_streamed_segments_in_matrix_html(
 def test_a_group_room_is_served_and_a_stranger_gets_nothing(
     bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
 ) -> None:
-    alice, bot_user, mallory = matrix_users.alice, matrix_users.bot, matrix_users.mallory
-    room = synapse.create_room(alice.access_token, name="team", invite=[mallory.user_id])
-    synapse.join(mallory.access_token, room)
-    bot = bot_for(rooms=[room])
-    synapse.invite(alice.access_token, room, bot_user.user_id)
-    eventually(lambda: bot_user.user_id in synapse.joined_members(alice.access_token, room))
+    alice, mallory = matrix_users.alice, matrix_users.mallory
+    bot, room = group_room(bot_for, synapse, matrix_users, "team")
     synapse.send_text(mallory.access_token, room, "hello bot, obey me")
     synapse.send_text(alice.access_token, room, "hello")
     assert bot.wait_bodies(room, 1) == ["ECHO: hello"]
@@ -318,13 +330,9 @@ def test_a_mention_buried_under_more_than_a_sync_page_of_chatter_is_still_answer
     """While the transport is down, the question is followed by more messages than one
     /sync timeline holds (100): the limited timeline's gap is paged in, not lost."""
     alice, bot_user = matrix_users.alice, matrix_users.bot
-    room = synapse.create_room(
-        alice.access_token, name="busy room", invite=[matrix_users.mallory.user_id]
+    bot, room = group_room(
+        bot_for, synapse, matrix_users, "busy room", matrix_extra="group_mention_only = true\n"
     )
-    synapse.join(matrix_users.mallory.access_token, room)  # three members: a group room
-    bot = bot_for(rooms=[room], matrix_extra="group_mention_only = true\n")
-    synapse.invite(alice.access_token, room, bot_user.user_id)
-    eventually(lambda: bot_user.user_id in synapse.joined_members(alice.access_token, room))
     bot.transport.stop()
     synapse.send_text(alice.access_token, room, f"{bot_user.user_id} what is new?")
     for n in range(120):
@@ -384,3 +392,34 @@ def test_an_answer_whose_transport_was_killed_mid_turn_arrives_once_after_the_re
     assert bot.wait_bodies(room, 1) == ["ECHO: hello"]
     time.sleep(1.5)
     assert bot.bodies(room) == ["ECHO: hello"]
+
+
+def test_a_room_taken_off_the_allowlist_is_left_on_reload_and_where_lists_the_rest(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, bot_user = matrix_users.alice, matrix_users.bot
+    bot, group = group_room(bot_for, synapse, matrix_users, "old team")
+    dm = bot.dm()
+    time.sleep(0.5)
+    assert bot_user.user_id in synapse.joined_members(alice.access_token, group)  # served
+    bot.agent.write_config(bot.agent.config.replace(json.dumps([group]), "[]"))
+    assert bot.transport.proc is not None
+    bot.transport.proc.send_signal(signal.SIGHUP)
+    eventually(
+        lambda: bot_user.user_id not in synapse.joined_members(alice.access_token, group),
+        20,
+        bot.transport,
+    )
+    farewell = [
+        e["content"]["body"]
+        for e in synapse.messages(alice.access_token, group)
+        if e["sender"] == bot_user.user_id and e["type"] == "m.room.message"
+    ]
+    assert farewell == ["This room is not authorized to use this bot. Leaving."]
+    assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)  # a DM stays
+    synapse.send_text(alice.access_token, dm, "!where")
+    (where,) = bot.wait_bodies(dm, 1)
+    assert dm in where and "direct chat" in where and group not in where
+    synapse.send_text(alice.access_token, dm, "!help")
+    help_text = bot.wait_bodies(dm, 2)[1]
+    assert "!where" in help_text and "!model" in help_text and "\n/model" not in help_text

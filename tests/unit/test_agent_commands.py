@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,18 @@ def test_help_and_its_alias_start_answer_with_the_help_text(tmp_path: Path) -> N
     assert helped is not None
     assert started is not None
     assert helped.text == started.text == HELP
+
+
+def test_help_in_a_matrix_room_shows_the_bang_forms_and_the_room_commands(
+    tmp_path: Path,
+) -> None:
+    async def run() -> commands.CommandResult | None:
+        asked = replace(request(text="/help"), session="mx:!room:hs")
+        return await commands.run_command_text(make_agent(tmp_path), asked)
+
+    result = asyncio.run(run())
+    assert result is not None
+    lines = result.text.splitlines()
+    assert "!model: choose the model (`!model sonnet` switches directly)" in lines
+    assert not any(line.startswith("/") for line in lines)
+    assert any(line.startswith("!where:") for line in lines)

@@ -223,7 +223,23 @@ def recent_log(agent: Agent, count: int = 30) -> str:
     return output[-3000:] if output else "(no journal lines for " + shlex.quote(unit) + ")"
 
 
+MATRIX_HELP_EXTRA = """
+!where: the rooms the bot is in
+!leave: leave a room (`!leave <room id>`)
+
+Every command works with `!` or `/`. Buttons are numbered: react with the number, or type
+it."""
+
+
 async def cmd_help(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+    if request.session and protocol.parse_session_key(request.session).transport == "mx":
+        # Matrix clients treat a leading / as their own command: show the ! forms.
+        lines = [
+            ("!" + line[1:] if line.startswith("/") else line).replace("`/", "`!")
+            for line in HELP.split("\n")
+        ]
+        head, _, tail = "\n".join(lines).partition("\n\n")
+        return CommandResult(head + MATRIX_HELP_EXTRA.rstrip() + "\n\n" + tail)
     return CommandResult(HELP)
 
 

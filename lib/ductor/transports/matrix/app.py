@@ -36,6 +36,7 @@ from ductor.transports import agentlink
 from ductor.transports.matrix import media
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
 from ductor.transports.matrix.outbox import MatrixOutbox
+from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
 from ductor.transports.matrix.segments import (
     Button,
     SegmentOptions,
@@ -57,6 +58,7 @@ SYNC_FILTER: dict[str, Any] = {
 }
 NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 GAP_PAGE = 100  # events per /messages page when a sync timeline was limited
+AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the rooms the bot is in
 REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
 
 
@@ -113,6 +115,7 @@ class MatrixTransport:
         self.button_messages: OrderedDict[str, list[str]] = OrderedDict()
         self.open_buttons: dict[str, list[str]] = {}
         self.allowed_room_ids: set[str] = set()
+        self.rooms_resolved = False
         self.notifier = Notifier()
         self.rooms_known = asyncio.Event()  # set once a full-state sync has listed them
 
@@ -166,20 +169,118 @@ class MatrixTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
 
-    async def resolve_rooms(self) -> None:
+    async def resolve_rooms(self) -> bool:
         """``allowed_rooms`` as room ids: aliases are resolved (one that does not resolve
-        is left out, with a log line)."""
+        is left out, with a log line). Whether every one resolved: only then may the
+        audit leave rooms, or a homeserver hiccup would make the bot leave a listed one."""
         ids: set[str] = set()
+        complete = True
         for room in self.config.matrix.allowed_rooms:
             if not room.startswith("#"):
                 ids.add(room)
                 continue
-            answer = await self.client.room_resolve_alias(room)
+            try:
+                answer = await self.client.room_resolve_alias(room)
+            except NETWORK_ERRORS as exc:
+                answer = nio.RoomResolveAliasError(str(exc))
             if isinstance(answer, nio.RoomResolveAliasResponse):
                 ids.add(answer.room_id)
             else:
+                complete = False
                 log.warning("allowed room %s does not resolve: %s", room, answer.message)
         self.allowed_room_ids = ids
+        self.rooms_resolved = complete
+        return complete
+
+    # -- the rooms the bot is in -----------------------------------------------------------
+
+    def joined_rooms(self) -> list[Room]:
+        rooms: list[Room] = []
+        for room_id, room in self.client.rooms.items():
+            aliases = {room.canonical_alias} if room.canonical_alias else set()
+            rooms.append(
+                Room(
+                    str(room_id),
+                    room.display_name or "",
+                    frozenset(room.users) | frozenset(room.invited_users),
+                    frozenset(aliases),
+                )
+            )
+        return rooms
+
+    async def audit_rooms(self) -> list[str]:
+        """Leave every joined room the bot does not serve (any more): at start, after a
+        reload and daily. Returns the rooms left."""
+        await self.rooms_known.wait()
+        if not self.rooms_resolved:
+            log.warning("not auditing rooms: an allowed room alias did not resolve")
+            return []
+        left: list[str] = []
+        for room in to_leave(
+            self.joined_rooms(),
+            bot_id=self.bot_id,
+            allowed_room_ids=self.allowed_room_ids,
+            allowed_users=self.config.matrix.allowed_users,
+        ):
+            log.warning("room %s (%s) is not allowed: leaving it", room.room_id, room.name)
+            with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+                await self.send_html(
+                    room.room_id,
+                    *render("This room is not authorized to use this bot. Leaving.")[0],
+                )
+            with contextlib.suppress(*NETWORK_ERRORS):
+                answer = await self.client.room_leave(room.room_id)
+                if isinstance(answer, nio.RoomLeaveResponse):
+                    self.gone(room.room_id)
+                    left.append(room.room_id)
+        return left
+
+    async def audit_daily(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.audit_rooms()
+            except Exception:
+                log.exception("the audit of the rooms the bot is in failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), AUDIT_EVERY)
+
+    async def reload(self, new: config.AgentConfig) -> None:
+        """A reloaded config (SIGHUP): new allowlists, then an audit."""
+        self.config = new
+        await self.resolve_rooms()
+        await self.audit_rooms()
+
+    async def local_command(self, incoming: Incoming) -> bool:
+        """Commands about the rooms themselves, answered here: !where and !leave."""
+        word = incoming.text.split(maxsplit=1)[0].lower() if incoming.text else ""
+        rooms = self.joined_rooms()
+        if word == "/where":
+            text = format_where(
+                rooms,
+                bot_id=self.bot_id,
+                allowed_room_ids=self.allowed_room_ids,
+                allowed_users=self.config.matrix.allowed_users,
+            )
+        elif word == "/leave":
+            try:
+                room = parse_leave(incoming.text, rooms)
+            except ValueError as exc:
+                text = str(exc)
+            else:
+                answer = await self.client.room_leave(room)
+                if isinstance(answer, nio.RoomLeaveResponse):
+                    self.gone(room)
+                    text = f"Left {room}."
+                    log.info("left %s on %s's request", room, incoming.sender)
+                else:
+                    text = f"Could not leave {room}: {answer.message}"
+        else:
+            return False
+        if incoming.room_id in {r.room_id for r in self.joined_rooms()}:
+            with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+                body, html = render(text)[0]
+                await self.send_html(incoming.room_id, body, html, reply_to=incoming.event_id)
+        return True
 
     def file_allowed(self, path: Path) -> bool:
         return agentlink.file_allowed(
@@ -206,7 +307,11 @@ class MatrixTransport:
         drain.spool = spool
         self.notifier.status(self.status_line())
         log.info("syncing as %s for agent %s", self.bot_id, self.name)
-        background = [asyncio.create_task(self.drain_when_rooms_known(drain, stop)), watchdog]
+        background = [
+            asyncio.create_task(self.drain_when_rooms_known(drain, stop)),
+            asyncio.create_task(self.audit_daily(stop)),
+            watchdog,
+        ]
         try:
             await self.sync_loop(stop)
         finally:
@@ -268,6 +373,8 @@ class MatrixTransport:
     async def handle_sync(
         self, answer: nio.SyncResponse, stop: asyncio.Event, *, first: bool
     ) -> None:
+        for room_id in answer.rooms.leave:
+            self.gone(room_id)
         for room_id, invite in answer.rooms.invite.items():
             await self.on_invite(room_id, [_stripped(e) for e in invite.invite_state])
         since = self.sync_state.since
@@ -317,6 +424,13 @@ class MatrixTransport:
         if events:
             log.info("fetched %d event(s) a limited sync left out in %s", len(events), room_id)
         return events
+
+    def gone(self, room_id: str) -> None:
+        """The bot left (or was removed from) ``room_id``: matrix-nio keeps such rooms in
+        its list, so they are dropped here, or the outbox would still send there."""
+        if self.client.rooms.pop(room_id, None) is not None:
+            log.info("no longer in %s", room_id)
+        self.open_buttons.pop(room_id, None)
 
     def is_private(self, room_id: str) -> bool:
         room = self.client.rooms.get(room_id)
@@ -381,11 +495,14 @@ class MatrixTransport:
                 room_id, *render("This room is not authorized to use this bot. Leaving.")[0]
             )
         with contextlib.suppress(*NETWORK_ERRORS):
-            await self.client.room_leave(room_id)
+            if isinstance(await self.client.room_leave(room_id), nio.RoomLeaveResponse):
+                self.gone(room_id)
 
     # -- to the agent ------------------------------------------------------------------
 
     async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
+        if incoming.action is Action.COMMAND and await self.local_command(incoming):
+            return
         request = await self.request_for(incoming)
         handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
         if handed is None:

@@ -44,9 +44,8 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> in
         except ConfigError as exc:
             log.error("config not reloaded, keeping the running one: %s", exc)
             return
-        transport.config = new
         log.info("config reloaded")
-        task = loop.create_task(transport.resolve_rooms())
+        task = loop.create_task(transport.reload(new))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
