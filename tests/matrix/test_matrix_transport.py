@@ -285,6 +285,8 @@ def test_buttons_become_a_numbered_list_and_a_reaction_presses_one(
         ]
 
     eventually(lambda: sorted(reactions()) == sorted(KEYCAPS[:2]), 20, bot.transport)
+    bot.transport.stop()  # the buttons outlive a restart of the transport
+    bot.transport.start()
     synapse.react(alice.access_token, room, message["event_id"], KEYCAPS[1])
     bot.wait_bodies(room, 2)  # the press started a turn that was answered
     assert "Traceback" not in bot.transport.log()
@@ -423,3 +425,42 @@ def test_a_room_taken_off_the_allowlist_is_left_on_reload_and_where_lists_the_re
     synapse.send_text(alice.access_token, dm, "!help")
     help_text = bot.wait_bodies(dm, 2)[1]
     assert "!where" in help_text and "!model" in help_text and "\n/model" not in help_text
+
+
+def test_a_queued_message_shows_an_indicator_whose_reaction_cancels_it(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_DELAY_MS="300")
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "first")
+    time.sleep(0.3)
+    second = synapse.send_text(alice.access_token, room, "second")
+
+    def indicator() -> dict[str, Any] | None:
+        for event in bot.bot_messages(room):
+            if event["content"].get("body", "").startswith("[Message in queue"):
+                return event
+        return None
+
+    eventually(indicator, 20, bot.transport)
+    shown = indicator()
+    assert shown is not None
+    assert shown["content"]["msgtype"] == "m.notice"
+    assert shown["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == second
+    eventually(
+        lambda: any(
+            e["type"] == "m.reaction"
+            and e["sender"] == matrix_users.bot.user_id
+            and e["content"]["m.relates_to"]["event_id"] == shown["event_id"]
+            for e in synapse.messages(alice.access_token, room)
+        ),
+        20,
+        bot.transport,
+    )
+    synapse.react(alice.access_token, room, shown["event_id"], KEYCAPS[0])
+    eventually(lambda: "[Message cancelled.]" in bot.bodies(room), 20, bot.transport)
+    eventually(lambda: indicator() is None, 20, bot.transport)  # redacted
+    eventually(lambda: bot.bodies(room).count("ECHO: hello") == 1, 20, bot.transport)
+    time.sleep(2.0)
+    assert bot.bodies(room).count("ECHO: hello") == 1  # the second never ran

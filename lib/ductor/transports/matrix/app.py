@@ -44,7 +44,7 @@ from ductor.transports.matrix.segments import (
     buttons_of,
     render,
 )
-from ductor.transports.matrix.state import Login, SyncState
+from ductor.transports.matrix.state import ButtonMemory, Login, SyncState
 
 log = logging.getLogger("ductor.matrix")
 
@@ -112,8 +112,7 @@ class MatrixTransport:
         self.tasks: set[asyncio.Task[None]] = set()
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.bot_events: OrderedDict[str, None] = OrderedDict()
-        self.button_messages: OrderedDict[str, list[str]] = OrderedDict()
-        self.open_buttons: dict[str, list[str]] = {}
+        self.buttons = ButtonMemory(self.state_dir / "buttons.json").load()
         self.allowed_room_ids: set[str] = set()
         self.rooms_resolved = False
         self.notifier = Notifier()
@@ -430,7 +429,7 @@ class MatrixTransport:
         its list, so they are dropped here, or the outbox would still send there."""
         if self.client.rooms.pop(room_id, None) is not None:
             log.info("no longer in %s", room_id)
-        self.open_buttons.pop(room_id, None)
+        self.buttons.close(room_id)
 
     def is_private(self, room_id: str) -> bool:
         room = self.client.rooms.get(room_id)
@@ -449,8 +448,8 @@ class MatrixTransport:
                 allowed_room_ids=self.allowed_room_ids,
                 private=self.is_private(room_id),
                 bot_events=self.bot_events,
-                buttons=self.button_messages.get,
-                open_buttons=self.open_buttons.get(room_id),
+                buttons=self.buttons.buttons,
+                open_buttons=self.buttons.open.get(room_id),
             )
         except Exception:
             log.exception("cannot read event %s in %s; skipping it", event.get("event_id"), room_id)
@@ -462,7 +461,7 @@ class MatrixTransport:
             log.warning("refused %s in %s: %s", incoming.event_id, room_id, incoming.reason)
             return True
         if incoming.action in (Action.BUTTON, Action.MESSAGE):
-            self.open_buttons.pop(room_id, None)
+            self.buttons.close(room_id)
         await self.to_agent(incoming, stop)
         return True
 
@@ -600,6 +599,7 @@ class MatrixTransport:
             return
         await self.mark_seen(incoming)
         typing = asyncio.create_task(self.keep_typing(room))
+        indicator = ""
         try:
             event: Event | None = first
             while event is not None:
@@ -608,11 +608,17 @@ class MatrixTransport:
                     await self.show_final(incoming, stream, event)
                     await self.ack(exchange, event)
                 elif event.type is EventType.ERROR:
-                    await stream.fail(event)
+                    if indicator and event.get_str("kind") in ("discarded", "cancelled"):
+                        # The !stop or the cancel press answers for itself.
+                        await self.redact(room, indicator)
+                        indicator = ""
+                    else:
+                        await stream.fail(event)
                 elif event.type is EventType.QUEUED:
-                    log.info(
-                        "message %s queued at %s", incoming.event_id, event.get_int("position")
-                    )
+                    indicator = await self.show_queued(incoming, event)
+                elif event.type is EventType.ACCEPTED:
+                    await self.redact(room, indicator)
+                    indicator = ""
                 else:
                     await stream.on_event(event)
                 event = await exchange.next_event()
@@ -622,6 +628,32 @@ class MatrixTransport:
             if current is None or not current.cancelling():
                 with contextlib.suppress(*NETWORK_ERRORS):
                     await self.client.room_typing(room, False)
+
+    async def show_queued(self, incoming: Incoming, event: Event) -> str:
+        """ "[Message in queue...]" under the message, with one button: react 1️⃣ to
+        cancel it (a typed number does not: that is for the answer's own buttons)."""
+        position = event.get_int("position") or 1
+        label = "Cancel message"
+        data = f"mq:{event.get_str('entry')}"
+        body = f"[Message in queue (position {position})...] 1️⃣ {label}"
+        html = f"<i>[Message in queue (position {position})...]</i><br>1️⃣ {label}"
+        try:
+            indicator = await self.send_html(
+                incoming.room_id, body, html, reply_to=incoming.event_id, notice=True
+            )
+        except (DuctorError, *NETWORK_ERRORS) as exc:
+            log.info("could not show the queue indicator in %s: %s", incoming.room_id, exc)
+            return ""
+        await self.offer_buttons(incoming.room_id, indicator, [(label, data)], typed=False)
+        return indicator
+
+    async def redact(self, room: str, event_id: str) -> None:
+        if not event_id:
+            return
+        with contextlib.suppress(*NETWORK_ERRORS):
+            answer = await self.client.room_redact(room, event_id)
+            if isinstance(answer, nio.RoomRedactError):
+                log.info("could not remove %s in %s: %s", event_id, room, answer.message)
 
     async def show_final(self, incoming: Incoming, stream: SegmentStream, final: Event) -> None:
         if final.type is EventType.ERROR:
@@ -634,10 +666,11 @@ class MatrixTransport:
         for path in final.get_strings("files"):
             await self.send_file_or_note(incoming.room_id, Path(path))
 
-    async def offer_buttons(self, room: str, event_id: str, buttons: list[Button]) -> None:
+    async def offer_buttons(
+        self, room: str, event_id: str, buttons: list[Button], *, typed: bool = True
+    ) -> None:
         data = [d for _, d in buttons]
-        _remember(self.button_messages, event_id, data)
-        self.open_buttons[room] = data
+        self.buttons.offer(room, event_id, data, typed=typed)
         for index in range(len(data)):
             relation = {
                 "rel_type": "m.annotation",
@@ -674,10 +707,10 @@ class MatrixTransport:
         return str(answer.event_id)
 
     async def send_html(
-        self, room: str, body: str, html: str, *, reply_to: str | None = None
+        self, room: str, body: str, html: str, *, reply_to: str | None = None, notice: bool = False
     ) -> str:
         content: dict[str, Any] = {
-            "msgtype": "m.text",
+            "msgtype": "m.notice" if notice else "m.text",
             "body": body,
             "format": "org.matrix.custom.html",
             "formatted_body": html,

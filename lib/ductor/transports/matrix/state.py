@@ -18,7 +18,7 @@ from pathlib import Path
 from ductor import atomic
 from ductor.errors import DuctorError
 
-__all__ = ["Login", "SyncState"]
+__all__ = ["ButtonMemory", "Login", "SyncState"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,56 @@ class SyncState:
 
     def _save(self) -> None:
         atomic.write_json(self.file, {"since": self.since, "handled": self.handled}, mode=0o600)
+
+
+class ButtonMemory:
+    """Which of the bot's messages show numbered buttons (event id → button data), and
+    the latest such message per room (pressed by typing its number). Kept in
+    ``buttons.json`` so that a reaction after a restart of the transport still presses
+    its button; only the newest ``limit`` messages are remembered."""
+
+    def __init__(self, file: Path, limit: int = 500) -> None:
+        self.file = file
+        self.limit = limit
+        self.messages: dict[str, list[str]] = {}
+        self.open: dict[str, list[str]] = {}
+
+    def load(self) -> ButtonMemory:
+        with contextlib.suppress(OSError, ValueError, DuctorError):
+            data = atomic.read_json(self.file)
+            if isinstance(data, dict):
+                self.messages = _string_lists(data.get("messages"))
+                self.open = _string_lists(data.get("open"))
+        return self
+
+    def offer(self, room: str, event_id: str, data: list[str], *, typed: bool = True) -> None:
+        """``event_id`` in ``room`` shows buttons ``data``; ``typed``: a bare number
+        typed in the room presses one of them (the newest such message wins)."""
+        self.messages.pop(event_id, None)
+        self.messages[event_id] = list(data)
+        while len(self.messages) > self.limit:
+            del self.messages[next(iter(self.messages))]
+        if typed:
+            self.open[room] = list(data)
+        self._save()
+
+    def buttons(self, event_id: str) -> list[str] | None:
+        return self.messages.get(event_id)
+
+    def close(self, room: str) -> None:
+        """No bare number presses a button in ``room`` any more (a message came in)."""
+        if self.open.pop(room, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        atomic.write_json(self.file, {"messages": self.messages, "open": self.open}, mode=0o600)
+
+
+def _string_lists(value: object) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(key): [str(item) for item in items]
+        for key, items in value.items()
+        if isinstance(items, list)
+    }
