@@ -68,6 +68,12 @@ class NewAgent:
     model: str
     timezone: str
     allowed_group_ids: tuple[int, ...] = ()
+    transports: tuple[str, ...] = ("telegram",)
+    matrix_homeserver: str = ""
+    matrix_user_id: str = ""
+    matrix_password: str | None = None
+    matrix_allowed_users: tuple[str, ...] = ()
+    matrix_allowed_rooms: tuple[str, ...] = ()
 
 
 def create(paths: Paths, spec: NewAgent) -> list[Path]:
@@ -88,11 +94,20 @@ def create(paths: Paths, spec: NewAgent) -> list[Path]:
         ("provider", spec.provider),
         ("model", spec.model),
         ("user_timezone", spec.timezone),
-        ("transports", ["telegram"]),
-        ("telegram.allowed_user_ids", list(spec.allowed_user_ids)),
+        ("transports", list(spec.transports)),
     ]
+    if "telegram" in spec.transports:
+        values.append(("telegram.allowed_user_ids", list(spec.allowed_user_ids)))
     if spec.allowed_group_ids:
         values.append(("telegram.allowed_group_ids", list(spec.allowed_group_ids)))
+    if "matrix" in spec.transports:
+        values += [
+            ("matrix.homeserver", spec.matrix_homeserver),
+            ("matrix.user_id", spec.matrix_user_id),
+            ("matrix.allowed_users", list(spec.matrix_allowed_users)),
+        ]
+        if spec.matrix_allowed_rooms:
+            values.append(("matrix.allowed_rooms", list(spec.matrix_allowed_rooms)))
     header = (
         f"# Agent {spec.name!r}. Settings here override {paths.global_config}.\n"
         "# Every key is explained in the example config shipped with ductor.\n"
@@ -107,6 +122,9 @@ def create(paths: Paths, spec: NewAgent) -> list[Path]:
     if spec.telegram_token:
         config.write_secret(paths, spec.name, config.TELEGRAM_TOKEN, spec.telegram_token)
         created.append(paths.agent_credentials(spec.name) / config.TELEGRAM_TOKEN)
+    if spec.matrix_password:
+        config.write_secret(paths, spec.name, config.MATRIX_PASSWORD, spec.matrix_password)
+        created.append(paths.agent_credentials(spec.name) / config.MATRIX_PASSWORD)
     providers = [spec.provider, *workspace.installed_providers()]
     created.extend(ensure_workspace(paths, spec.name, providers=providers))
     return created

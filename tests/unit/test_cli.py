@@ -70,6 +70,68 @@ def test_init_writes_config_credentials_and_workspace(home: Path) -> None:
     assert TOKEN not in result.stdout + result.stderr
 
 
+def test_init_creates_a_matrix_agent_whose_config_loads(home: Path) -> None:
+    password = "correct horse battery staple"
+    result = ductor(
+        home,
+        "init",
+        "mx",
+        "--non-interactive",
+        "--no-enable",
+        "--transport",
+        "matrix",
+        "--homeserver",
+        "https://matrix.example.org/",
+        "--matrix-user-id",
+        "@bot:example.org",
+        "--matrix-allowed-user",
+        "@me:example.org,@you:example.org",
+        "--matrix-room",
+        "#team:example.org",
+        "--matrix-password-file",
+        "-",
+        "--timezone",
+        "UTC",
+        input=password + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert password not in result.stdout + result.stderr
+    assert "in Matrix" in result.stdout
+    secret = home / ".config/ductor/credentials/mx/matrix-password"
+    assert secret.read_text().strip() == password
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ductor import config, paths; c = config.load_agent_config(paths.resolve(), 'mx');"
+            " print(c.transports, c.matrix.homeserver, c.matrix.user_id,"
+            " c.matrix.allowed_users, c.matrix.allowed_rooms, c.telegram.allowed_user_ids)",
+        ],
+        env={
+            "HOME": str(home),
+            "DUCTOR_STATE_DIR": str(home / "state"),
+            "PYTHONPATH": str(REPO / "lib"),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == (
+        "('matrix',) https://matrix.example.org @bot:example.org"
+        " ('@me:example.org', '@you:example.org') ('#team:example.org',) ()"
+    )
+
+
+def test_init_of_a_matrix_agent_names_what_is_missing(home: Path) -> None:
+    result = ductor(
+        home, "init", "mx", "--no-enable", "--transport", "matrix", "--homeserver", "x", input=""
+    )
+    assert result.returncode == 2
+    assert "--matrix-user-id" in result.stderr and "--matrix-password-file" in result.stderr
+    assert "--telegram-token-file" not in result.stderr
+
+
 def test_init_without_a_terminal_names_every_missing_value(home: Path) -> None:
     result = ductor(home, "init", "main", "--no-enable", input="")
     assert result.returncode == 2

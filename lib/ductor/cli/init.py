@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ductor import agents
+from ductor import agents, config
 from ductor.cli.context import Context
 from ductor.clipath import PROVIDER_COMMANDS, find_cli
 from ductor.errors import CommandError, UsageError
@@ -21,6 +21,9 @@ from ductor.paths import validate_agent_name
 TOKEN_FORMAT = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
 DEFAULT_MODELS = {"claude": "sonnet", "codex": "gpt-5-codex", "gemini": "gemini-2.5-pro"}
 TOKEN_ENV = "DUCTOR_TELEGRAM_TOKEN"  # noqa: S105 - a variable name
+MATRIX_PASSWORD_ENV = "DUCTOR_MATRIX_PASSWORD"  # noqa: S105 - a variable name
+MATRIX_USER = re.compile(r"^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:\d+)?$")
+MATRIX_ROOM = re.compile(r"^[!#][^:\s]+(:[A-Za-z0-9.-]+(:\d+)?)?$")
 
 HELP_BOT = """\
 Telegram bot token
@@ -33,6 +36,12 @@ Allowed Telegram user id(s)
   (or @RawDataBot) in Telegram; it replies with your numeric id. Several ids: 1,2,3."""
 HELP_PROVIDER = """\
 Default AI CLI: claude, codex or gemini. Installed here: {installed}."""
+HELP_MATRIX = """\
+Matrix
+  The bot needs its own account on your homeserver (e.g. https://matrix.example.org),
+  its user id (@bot:example.org) and password. The password is stored in {where}
+  (mode 0600), never in the config file; the first start logs in and keeps the token.
+  Only the allowed users (full ids like @you:example.org) may talk to it."""
 HELP_TZ = """\
 Time zone for cron jobs, heartbeats and quiet hours (IANA name, e.g. Europe/Berlin)."""
 
@@ -56,6 +65,35 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_name: str | None) 
         help="allowed Telegram user id(s); repeatable",
     )
     parser.add_argument("--group-id", dest="group_ids", metavar="ID", action="append")
+    parser.add_argument(
+        "--transport",
+        dest="transports",
+        choices=("telegram", "matrix"),
+        action="append",
+        help="telegram (default) and/or matrix; repeat for both, the first is the primary",
+    )
+    parser.add_argument("--homeserver", metavar="URL", help="Matrix homeserver URL")
+    parser.add_argument("--matrix-user-id", metavar="@BOT:SERVER", help="the bot's Matrix id")
+    parser.add_argument(
+        "--matrix-password-file",
+        metavar="FILE",
+        help=f"read the bot's Matrix password from FILE ('-' = stdin); or set"
+        f" ${MATRIX_PASSWORD_ENV}",
+    )
+    parser.add_argument(
+        "--matrix-allowed-user",
+        dest="matrix_users",
+        metavar="@YOU:SERVER",
+        action="append",
+        help="a Matrix user who may talk to the bot; repeatable",
+    )
+    parser.add_argument(
+        "--matrix-room",
+        dest="matrix_rooms",
+        metavar="ROOM",
+        action="append",
+        help="a Matrix group room (id or alias) the bot serves; repeatable",
+    )
     parser.add_argument("--provider", choices=sorted(PROVIDER_COMMANDS))
     parser.add_argument("--model", help="default model (default depends on the provider)")
     parser.add_argument("--timezone", help="IANA time zone (default: this machine's)")
@@ -109,12 +147,7 @@ def _valid_tz(name: str) -> bool:
 
 
 def _read_token_file(value: str) -> str:
-    if value == "-":
-        return sys.stdin.readline().strip()
-    try:
-        return Path(value).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the token file {value}: {exc.strerror}") from None
+    return _read_secret_file(value, "token")
 
 
 def _ask(
@@ -146,6 +179,49 @@ def _check_ids(value: str) -> str | None:
         return str(exc)
 
 
+def _check_homeserver(value: str) -> str | None:
+    if value.startswith(("https://", "http://")) and len(value) > len("https://"):
+        return None
+    return "give the homeserver's URL, e.g. https://matrix.example.org"
+
+
+def _check_matrix_user(value: str) -> str | None:
+    return (
+        None
+        if MATRIX_USER.fullmatch(value)
+        else f"{value!r} is not a Matrix id like @bot:example.org"
+    )
+
+
+def _check_matrix_users(value: str) -> str | None:
+    users = _split(value)
+    if not users:
+        return "give at least one user id"
+    return next((p for p in map(_check_matrix_user, users) if p), None)
+
+
+def _split(value: str) -> list[str]:
+    return [part for part in re.split(r"[,\s]+", value.strip()) if part]
+
+
+def _matrix_list(values: list[str] | None, check: Callable[[str], str | None]) -> tuple[str, ...]:
+    items = [item for value in values or [] for item in _split(value)]
+    for item in items:
+        problem = check(item)
+        if problem:
+            raise UsageError(problem)
+    return tuple(dict.fromkeys(items))
+
+
+def _read_secret_file(value: str, what: str) -> str:
+    if value == "-":
+        return sys.stdin.readline().strip()
+    try:
+        return Path(value).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {value}: {exc.strerror}") from None
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     name = validate_agent_name(args.name)
     if agents.exists(ctx.paths, name):
@@ -164,9 +240,18 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     user_ids = _ids(args.user_ids, "user ids")
     provider = args.provider
     timezone = args.timezone
+    matrix_given = bool(args.homeserver or args.matrix_user_id or args.matrix_users)
+    transports = tuple(dict.fromkeys(args.transports or ())) or (
+        ("matrix",) if matrix_given and not (token or user_ids) else ("telegram",)
+    )
+    telegram = "telegram" in transports
+    matrix = _MatrixAnswers.from_args(args) if "matrix" in transports else None
 
     if interactive:
         print(f"Creating agent {name!r}.\n")
+        if matrix is not None:
+            matrix.ask(ctx.paths.agent_credentials(name) / config.MATRIX_PASSWORD)
+    if interactive and telegram:
         if not token:
             where = ctx.paths.agent_credentials(name) / "telegram-token"
             print(HELP_BOT.format(where=where))
@@ -174,6 +259,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         if not user_ids:
             print(HELP_USERS)
             user_ids = _ids([_ask("User id(s)", _check_ids)], "user ids")
+    if interactive:
         if not provider:
             print(HELP_PROVIDER.format(installed=", ".join(installed) or "none yet"))
             provider = _ask(
@@ -194,31 +280,42 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             )
     else:
         missing = []
-        if not token:
+        if telegram and not token:
             missing.append(f"--telegram-token-file FILE (or ${TOKEN_ENV})")
-        if not user_ids:
+        if telegram and not user_ids:
             missing.append("--user-id ID")
+        if matrix is not None:
+            missing += matrix.missing()
         if missing:
             raise UsageError("missing " + ", ".join(missing) + " (not asking: no terminal)")
     provider = provider or "claude"
     timezone = timezone or local_timezone()
     if not _valid_tz(timezone):
         raise UsageError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)")
-    assert token is not None
-    register_secret(token)
-    if _check_token(token):
-        raise UsageError("the Telegram bot token has the wrong format (expected 123456:ABC...)")
+    if telegram:
+        assert token is not None
+        register_secret(token)
+        if _check_token(token):
+            raise UsageError("the Telegram bot token has the wrong format (expected 123456:ABC...)")
+    if matrix is not None:
+        matrix.validate()
 
     created = agents.create(
         ctx.paths,
         agents.NewAgent(
             name=name,
-            telegram_token=token,
-            allowed_user_ids=user_ids,
-            allowed_group_ids=_ids(args.group_ids, "group ids"),
+            telegram_token=token if telegram else None,
+            allowed_user_ids=user_ids if telegram else (),
+            allowed_group_ids=_ids(args.group_ids, "group ids") if telegram else (),
             provider=provider,
             model=args.model or DEFAULT_MODELS[provider],
             timezone=timezone,
+            transports=transports,
+            matrix_homeserver=matrix.homeserver if matrix else "",
+            matrix_user_id=matrix.user_id if matrix else "",
+            matrix_password=matrix.password if matrix else None,
+            matrix_allowed_users=matrix.users if matrix else (),
+            matrix_allowed_rooms=matrix.rooms if matrix else (),
         ),
     )
     print(f"Created agent {name!r}:")
@@ -253,5 +350,77 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     print("\nNext:")
     for command, why in steps:
         print(f"  {command.ljust(width)}  # {why}")
-    print("  then write to your bot in Telegram.")
+    places = " and ".join(
+        "in Telegram" if t == "telegram" else "in Matrix (invite it to a direct chat)"
+        for t in transports
+    )
+    print(f"  then write to your bot {places}.")
     return 0
+
+
+class _MatrixAnswers:
+    """The Matrix half of ``ductor init``: from the options, asked for on a terminal."""
+
+    def __init__(
+        self,
+        homeserver: str,
+        user_id: str,
+        password: str,
+        users: tuple[str, ...],
+        rooms: tuple[str, ...],
+    ) -> None:
+        self.homeserver, self.user_id, self.password = homeserver, user_id, password
+        self.users, self.rooms = users, rooms
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> _MatrixAnswers:
+        password = ""
+        if args.matrix_password_file:
+            password = _read_secret_file(args.matrix_password_file, "password")
+        elif os.environ.get(MATRIX_PASSWORD_ENV):
+            password = os.environ[MATRIX_PASSWORD_ENV].strip()
+        if password:
+            register_secret(password)
+        return cls(
+            (args.homeserver or "").strip().rstrip("/"),
+            (args.matrix_user_id or "").strip(),
+            password,
+            _matrix_list(args.matrix_users, _check_matrix_user),
+            _matrix_list(args.matrix_rooms, _check_room),
+        )
+
+    def ask(self, where: Path) -> None:
+        if self.homeserver and self.user_id and self.password and self.users:
+            return
+        print(HELP_MATRIX.format(where=where))
+        if not self.homeserver:
+            self.homeserver = _ask("Homeserver URL", _check_homeserver).rstrip("/")
+        if not self.user_id:
+            self.user_id = _ask("Bot user id", _check_matrix_user)
+        if not self.password:
+            self.password = _ask("Bot password", lambda v: None if v else "give it", secret=True)
+            register_secret(self.password)
+        if not self.users:
+            self.users = tuple(_split(_ask("Allowed user id(s)", _check_matrix_users)))
+
+    def missing(self) -> list[str]:
+        wanted = [
+            (self.homeserver, "--homeserver URL"),
+            (self.user_id, "--matrix-user-id @BOT:SERVER"),
+            (self.password, f"--matrix-password-file FILE (or ${MATRIX_PASSWORD_ENV})"),
+            (self.users, "--matrix-allowed-user @YOU:SERVER"),
+        ]
+        return [option for value, option in wanted if not value]
+
+    def validate(self) -> None:
+        problem = _check_homeserver(self.homeserver) or _check_matrix_user(self.user_id)
+        if problem:
+            raise UsageError(problem)
+
+
+def _check_room(value: str) -> str | None:
+    return (
+        None
+        if MATRIX_ROOM.fullmatch(value)
+        else f"{value!r} is not a room id (!id) or alias (#name:server)"
+    )

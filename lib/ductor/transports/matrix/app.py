@@ -144,8 +144,9 @@ class MatrixTransport:
             log.warning("the saved Matrix access token was refused; logging in again")
         if not self.password:
             raise ConfigError(
-                "no Matrix password: store it with `ductor init` (or write it alone into"
-                f" {self.paths.agent_credentials(self.name) / config.MATRIX_PASSWORD}, mode 0600)"
+                "no Matrix password: write it alone into"
+                f" {self.paths.agent_credentials(self.name) / config.MATRIX_PASSWORD} (mode"
+                " 0600; `ductor init NAME --transport matrix` does that for a new agent)"
             )
         answer = await self.client.login(self.password, device_name="ductor")
         if isinstance(answer, nio.LoginError):
