@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -184,6 +184,45 @@ class Agent:
             want_ack=True,
         )
         return connect(self.socket, request, timeout=TURN_TIMEOUT_S)
+
+
+@dataclass
+class TransportAgent(Agent):
+    """An :class:`Agent` with one transport process beside it (the Telegram and Matrix
+    benches); subclasses name the transport's log and start both."""
+
+    transport: subprocess.Popen[bytes] | None = None
+
+    @property
+    def transport_log(self) -> Path:
+        raise NotImplementedError
+
+    def spawn(self, program: str, log_file: Path) -> subprocess.Popen[bytes]:
+        with log_file.open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, str(REPO / "bin" / program), "--name", AGENT],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        for proc in (self.transport, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        tails = [f"agent log:\n{super().log_tail(lines)}"]
+        if self.transport_log.exists():
+            text = self.transport_log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append("transport log:\n" + "\n".join(text))
+        return "\n".join(tails)
 
 
 @dataclass(frozen=True)
@@ -335,6 +374,36 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def verdict(value: float, budget: float) -> str:
     return "within budget" if value <= budget else "OVER budget"
+
+
+def print_chat_vs_bare(
+    chat: Sequence[Turn], bare: Sequence[Turn], first_label: str, final_label: str
+) -> None:
+    """The medians and p90s of a transport's turns next to the bare CLI's, and the
+    differences against the budgets (bench/telegram_turn.py, bench/matrix_turn.py)."""
+
+    def column(turns: Sequence[Turn], name: str) -> list[float]:
+        return [float(getattr(turn, name)) for turn in turns]
+
+    rows = [
+        ("bare CLI: first text line", column(bare, "first_text_ms")),
+        ("bare CLI: exit", column(bare, "final_ms")),
+        (first_label, column(chat, "first_text_ms")),
+        (final_label, column(chat, "final_ms")),
+    ]
+    for label, values in rows:
+        print(f"    {label:<30}{statistics.median(values):9.1f}{percentile(values, 0.9):9.1f}")
+    for label, name, budget in (
+        ("first text", "first_text_ms", BUDGET_FIRST_TEXT_MS),
+        ("final", "final_ms", BUDGET_FINAL_MS),
+    ):
+        ours, theirs = column(chat, name), column(bare, name)
+        median_diff = statistics.median(ours) - statistics.median(theirs)
+        p90_diff = percentile(ours, 0.9) - percentile(theirs, 0.9)
+        print(
+            f"    {'chat − bare: ' + label:<30}{median_diff:+9.1f}{p90_diff:+9.1f}"
+            f"   budget ≤ +{budget:.0f} (median): {verdict(median_diff, budget)}"
+        )
 
 
 # -- (a) overhead of a turn -----------------------------------------------------------------

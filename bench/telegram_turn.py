@@ -49,7 +49,6 @@ import argparse
 import inspect
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,15 +59,13 @@ from pathlib import Path
 
 from agent_turn import (
     AGENT,
-    BUDGET_FINAL_MS,
-    BUDGET_FIRST_TEXT_MS,
     BUDGET_IDLE_RSS_MB,
     IDLE_WAIT_S,
     PAIR_OFFSET_S,
     REPO,
     SCENARIO,
-    Agent,
     Failure,
+    TransportAgent,
     Turn,
     alongside,
     bare_run,
@@ -76,6 +73,7 @@ from agent_turn import (
     load,
     memory_of,
     percentile,
+    print_chat_vs_bare,
     verdict,
 )
 from ductor.config import TELEGRAM_TOKEN
@@ -116,12 +114,11 @@ allowed_user_ids = [{users}]
 
 
 @dataclass
-class TelegramAgent(Agent):
+class TelegramAgent(TransportAgent):
     """bench/agent_turn.py's agent with the Telegram transport, talking to ``stub``."""
 
     stub: TelegramStub | None = None
     chats: list[int] = field(default_factory=list)
-    transport: subprocess.Popen[bytes] | None = None
 
     @property
     def transport_log(self) -> Path:
@@ -147,33 +144,6 @@ class TelegramAgent(Agent):
             raise Failure(f"the transport does not poll: {exc}\n{self.log_tail()}") from None
         if self.proc.poll() is not None:
             raise Failure(f"the agent exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def spawn(self, program: str, log_file: Path) -> subprocess.Popen[bytes]:
-        with log_file.open("wb") as log:
-            return subprocess.Popen(
-                [sys.executable, str(REPO / "bin" / program), "--name", AGENT],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        for proc in (self.transport, self.proc):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        tails = [f"agent log:\n{super().log_tail(lines)}"]
-        if self.transport_log.exists():
-            text = self.transport_log.read_text(errors="replace").splitlines()[-lines:]
-            tails.append("transport log:\n" + "\n".join(text))
-        return "\n".join(tails)
 
 
 # -- what the chat shows --------------------------------------------------------------------
@@ -255,28 +225,7 @@ def measure_turns(agent: TelegramAgent, stub: TelegramStub, runs: int) -> None:
     )
     print(f"  {'message in → chat':<32}{'median':>9}{'p90':>9}  (ms)")
 
-    def column(turns: list[Turn] | list[ChatTurn], name: str) -> list[float]:
-        return [float(getattr(turn, name)) for turn in turns]
-
-    rows = [
-        ("bare CLI: first text line", column(bare, "first_text_ms")),
-        ("bare CLI: exit", column(bare, "final_ms")),
-        ("chat: first visible text", column(chat, "first_text_ms")),
-        ("chat: complete final text", column(chat, "final_ms")),
-    ]
-    for label, values in rows:
-        print(f"    {label:<30}{statistics.median(values):9.1f}{percentile(values, 0.9):9.1f}")
-    for label, name, budget in (
-        ("first text", "first_text_ms", BUDGET_FIRST_TEXT_MS),
-        ("final", "final_ms", BUDGET_FINAL_MS),
-    ):
-        ours, theirs = column(chat, name), column(bare, name)
-        median_diff = statistics.median(ours) - statistics.median(theirs)
-        p90_diff = percentile(ours, 0.9) - percentile(theirs, 0.9)
-        print(
-            f"    {'chat − bare: ' + label:<30}{median_diff:+9.1f}{p90_diff:+9.1f}"
-            f"   budget ≤ +{budget:.0f} (median): {verdict(median_diff, budget)}"
-        )
+    print_chat_vs_bare(chat, bare, "chat: first visible text", "chat: complete final text")
     report_throttle(chat)
 
 
