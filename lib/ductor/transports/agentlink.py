@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ductor.agent import markup
@@ -61,3 +62,27 @@ def file_allowed(path: Path, *, workspace: Path, file_access: str) -> bool:
         log.warning("not sending %s: %s", path, exc)
         return False
     return True
+
+
+async def repeat(
+    stop: asyncio.Event,
+    every: float,
+    job: Callable[[], Awaitable[object]],
+    what: str,
+    *,
+    now: bool = False,
+) -> None:
+    """Run ``job`` every ``every`` seconds (first at once when ``now``) until ``stop``;
+    a failure is logged (``what`` failed) and the next round still comes."""
+    if not now:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+            return
+    while True:
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+            return

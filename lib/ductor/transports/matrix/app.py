@@ -236,13 +236,8 @@ class MatrixTransport:
         return left
 
     async def audit_daily(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.audit_rooms()
-            except Exception:
-                log.exception("the audit of the rooms the bot is in failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), AUDIT_EVERY)
+        """The room audit at start and then once a day (a reload runs one too)."""
+        await agentlink.repeat(stop, AUDIT_EVERY, self.audit_rooms, "the room audit", now=True)
 
     async def reload(self, new: config.AgentConfig) -> None:
         """A reloaded config (SIGHUP): new allowlists, then an audit."""

@@ -148,14 +148,7 @@ class TelegramTransport:
 
     async def audit_daily(self, stop: asyncio.Event) -> None:
         """Leave groups dropped from the allowlist once a day, besides start and reload."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), AUDIT_EVERY)
-                return
-            try:
-                await self.audit_groups()
-            except Exception:
-                log.exception("the daily audit of allowed groups failed")
+        await agentlink.repeat(stop, AUDIT_EVERY, self.audit_groups, "the daily group audit")
 
     def file_allowed(self, path: Path) -> bool:
         return agentlink.file_allowed(
