@@ -146,10 +146,6 @@ def _valid_tz(name: str) -> bool:
     return True
 
 
-def _read_token_file(value: str) -> str:
-    return _read_secret_file(value, "token")
-
-
 def _ask(
     prompt: str, check: Callable[[str], str | None], default: str = "", secret: bool = False
 ) -> str:
@@ -234,7 +230,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
 
     token = None
     if args.telegram_token_file:
-        token = _read_token_file(args.telegram_token_file)
+        token = _read_secret_file(args.telegram_token_file, "token")
     elif os.environ.get(TOKEN_ENV):
         token = os.environ[TOKEN_ENV].strip()
     user_ids = _ids(args.user_ids, "user ids")
