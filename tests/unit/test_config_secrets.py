@@ -216,3 +216,22 @@ def test_remove_secret_deletes_the_file(paths: Paths) -> None:
     assert remove_secret(paths, "main", TELEGRAM_TOKEN) is True
     assert read_secret(paths, "main", TELEGRAM_TOKEN) is None
     assert remove_secret(paths, "main", TELEGRAM_TOKEN) is False
+
+
+@pytest.mark.parametrize("content", [f"{TOKEN}\n\n", f"{TOKEN} \n", f"\t{TOKEN}\r\n"])
+def test_a_used_secret_is_stripped_and_that_value_is_masked_in_logs(
+    paths: Paths, content: str
+) -> None:
+    from ductor.config.secrets import load_secret
+    from ductor.log import mask
+
+    put(paths.agent_credentials("main") / TELEGRAM_TOKEN, content)
+    assert load_secret(paths, "main", TELEGRAM_TOKEN) == TOKEN
+    assert TOKEN not in mask(f"The token `{TOKEN}` was rejected by the server.")
+
+
+def test_a_blank_secret_is_not_used(paths: Paths) -> None:
+    from ductor.config.secrets import load_secret
+
+    put(paths.agent_credentials("main") / TELEGRAM_TOKEN, " \n\n")
+    assert load_secret(paths, "main", TELEGRAM_TOKEN) is None

@@ -5,6 +5,11 @@ systemd already made the file private to the unit, so its mode is not checked), 
 ``CONFIG_DIR/credentials/AGENT/``, where every file must be owned by the reading user and
 readable by nobody else (mode 0600 or stricter). One trailing newline is stripped, so
 ``echo TOKEN > file`` works; an empty file counts as "not set".
+
+``load_secret`` is what a program that *uses* a secret calls: the value with the
+surrounding whitespace stripped (a token or password as typed never has any, an editor
+adds some), registered with :mod:`ductor.log` so that exactly the value sent is masked
+in every log line, including the error of a server that refuses it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import stat
 from pathlib import Path
 
 from ductor import atomic
+from ductor import log as ductor_log
 from ductor.errors import ConfigError, UsageError
 from ductor.paths import Paths
 
@@ -125,6 +131,16 @@ def read_secret(paths: Paths, agent: str, key: str) -> str | None:
         if value is not None:
             return value
     return _read(paths.agent_credentials(agent) / key, check_permissions=True)
+
+
+def load_secret(paths: Paths, agent: str, key: str) -> str | None:
+    """The secret ``key`` as it is used: stripped, masked in logs from now on; None when
+    it is not set or blank. The one place where a used secret is stripped and masked."""
+    value = (read_secret(paths, agent, key) or "").strip()
+    if not value:
+        return None
+    ductor_log.register_secret(value)
+    return value
 
 
 def write_secret(paths: Paths, agent: str, key: str, value: str) -> Path:

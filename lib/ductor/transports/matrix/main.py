@@ -9,19 +9,11 @@ import sys
 from collections.abc import Sequence
 
 from ductor import config, service
-from ductor import log as ductor_log
+from ductor.config.secrets import load_secret
 from ductor.errors import ConfigError
 from ductor.paths import Paths
 
 log = logging.getLogger("ductor.matrix")
-
-
-def read_secret(paths: Paths, name: str, key: str) -> str | None:
-    value = config.read_secret(paths, name, key)
-    if value and value.strip():
-        ductor_log.register_secret(value.strip())
-        return value.strip()
-    return None
 
 
 async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> int:
@@ -31,8 +23,8 @@ async def serve(name: str, paths: Paths, agent_config: config.AgentConfig) -> in
         name,
         paths,
         agent_config,
-        password=read_secret(paths, name, config.MATRIX_PASSWORD),
-        access_token=read_secret(paths, name, config.MATRIX_ACCESS_TOKEN),
+        password=load_secret(paths, name, config.MATRIX_PASSWORD),
+        access_token=load_secret(paths, name, config.MATRIX_ACCESS_TOKEN),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

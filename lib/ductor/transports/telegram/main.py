@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ductor import config, service
-from ductor import log as ductor_log
+from ductor.config.secrets import load_secret
 from ductor.errors import ConfigError
 from ductor.paths import Paths
 
@@ -17,14 +17,13 @@ log = logging.getLogger("ductor.telegram")
 
 
 def read_token(paths: Paths, name: str) -> str:
-    token = config.read_secret(paths, name, config.TELEGRAM_TOKEN)
+    token = load_secret(paths, name, config.TELEGRAM_TOKEN)
     if not token:
         raise ConfigError(
             "no Telegram bot token: store it with `ductor init` (or write it alone into"
             f" {paths.agent_credentials(name) / config.TELEGRAM_TOKEN}, mode 0600)"
         )
-    ductor_log.register_secret(token)
-    return token.strip()
+    return token
 
 
 async def serve(name: str, paths: Paths, agent_config: config.AgentConfig, token: str) -> int:
