@@ -288,3 +288,50 @@ def test_limit_below_the_minimum_is_refused() -> None:
 def test_html_to_plain_removes_tags_and_decodes_entities() -> None:
     html = '<b>a &lt; b</b> &amp; <a href="https://e.org/?a=1&amp;b=2">c</a> &quot;d&quot;'
     assert html_to_plain(html) == 'a < b & c "d"'
+
+
+# -- nothing the model wrote disappears ----------------------------------------------------
+
+
+def test_a_closing_fence_with_words_after_it_ends_the_block_and_keeps_the_words() -> None:
+    markdown = "Run this:\n```sh\nmake test\n``` after that, check the log.\nDone."
+    assert markdown_to_html(markdown) == (
+        'Run this:\n<pre><code class="language-sh">make test</code></pre>\n'
+        "after that, check the log.\nDone."
+    )
+
+
+def test_a_stray_fence_followed_by_prose_opens_no_empty_code_block() -> None:
+    html = markdown_to_html("```sh\nls\n```\n``` after X, the rest of the answer")
+    assert html == (
+        '<pre><code class="language-sh">ls</code></pre>\nafter X, the rest of the answer'
+    )
+
+
+TRICKY_FENCES = [
+    "``` after X",
+    "text\n``` after X\nmore text",
+    "```\nunbalanced fence that never closes",
+    "```python\ncode here\n``` after X\nand then prose",
+    "```\n```\n``` trailing words here",
+    "inline ``` fence mid line and more words",
+    "before ```python inline``` after",
+    "````\nouter block\n``` inner words\n````\nafter outer",
+    "~~~ tilde words\nbody ~~~ end",
+    "use ``a `nested` tick`` and ```` `` ```` then words",
+    "`one ``two ```three words",
+    "```\ncode\n```after glued words",
+    "> ```quote fence words\n> inside quote",
+    "- item ``` fenced words\n- second item",
+    "``` \n```  \nspaces after fences words",
+    "~~~\n``` mixed fence words\n~~~ closing words",
+]
+
+
+@pytest.mark.parametrize("markdown", TRICKY_FENCES)
+def test_every_word_of_tricky_fences_reaches_the_chat(markdown: str) -> None:
+    html = markdown_to_html(markdown)
+    assert_balanced(html)
+    shown = html_to_plain(html) + " " + " ".join(re.findall(r'class="language-([^"]*)"', html))
+    for word in re.findall(r"\w+", markdown):
+        assert word in shown, f"{word!r} of {markdown!r} vanished: {html!r}"

@@ -141,16 +141,24 @@ def _line(line: str) -> str:
 def _code_block(lines: list[str], start: int, fence: re.Match[str]) -> tuple[str, int]:
     """The fenced block opening at ``lines[start]``; returns its HTML and the next line.
 
-    A fence never closed runs to the end of the text, as in CommonMark.
+    A fence never closed runs to the end of the text, as in CommonMark. A closing fence
+    with words after it on the same line (`` ``` and then``) ends the block, and those
+    words are the next line: models write that meaning a close, and read as code (or
+    as the opening of another block) they would swallow the rest of the answer.
     """
     marker = fence.group("fence")
-    closing = re.compile(rf"^[ \t]*{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$")
+    closing = re.compile(
+        rf"^[ \t]*{re.escape(marker[0])}{{{len(marker)},}}(?:[ \t]*$|[ \t]+(?P<rest>\S.*)$)"
+    )
     indent = len(fence.group("indent"))
     info = fence.group("info").split()
     language = info[0] if info and _LANGUAGE.fullmatch(info[0]) else ""
     body: list[str] = []
     end = start + 1
-    while end < len(lines) and not closing.match(lines[end]):
+    while end < len(lines):
+        close = closing.match(lines[end])
+        if close and (close.group("rest") is None or not _is_language(close.group("rest"))):
+            break
         line = lines[end]
         strip = min(indent, len(line) - len(line.lstrip(" \t")))
         body.append(line[strip:])
@@ -158,7 +166,18 @@ def _code_block(lines: list[str], start: int, fence: re.Match[str]) -> tuple[str
     code = _escape("\n".join(body))
     if language:
         code = f'<code class="language-{_escape(language)}">{code}</code>'
-    return f"<pre>{code}</pre>", end + 1
+    block = f"<pre>{code}</pre>"
+    if end < len(lines):
+        close = closing.match(lines[end])
+        if close and close.group("rest"):
+            lines[end] = close.group("rest")  # the words after the fence: a line of text
+            return block, end
+    return block, end + 1
+
+
+def _is_language(info: str) -> bool:
+    """Whether a fence's info string is just a language name (``python``)."""
+    return bool(_LANGUAGE.fullmatch(info.strip()))
 
 
 def _cells(line: str) -> list[str]:
@@ -251,6 +270,11 @@ def markdown_to_html(text: str) -> str:
     while index < len(lines):
         line = lines[index]
         fence = _FENCE.match(line)
+        if fence and fence.group("info").strip() and not _is_language(fence.group("info")):
+            # Prose after a fence (`` ``` after X``): a stray closing fence, not a block
+            # whose info string would hide those words. They stay text.
+            lines[index] = fence.group("info").strip()
+            continue
         if fence and (fence.group("fence")[0] == "~" or "`" not in fence.group("info")):
             block, index = _code_block(lines, index, fence)
             out.append(block)
