@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ductor import __version__, config
 from ductor import log as ductor_log
+from ductor.config import pending
 from ductor.errors import ConfigError, DuctorError, ExitCode, exit_code_for
 from ductor.paths import Mode, Paths, resolve, validate_agent_name
 
@@ -45,8 +46,13 @@ def run(
     *,
     log: logging.Logger,
     what: str,
+    report_pending: bool = False,
 ) -> int:
-    """Set up logging, load the agent's config, run ``body``; exceptions to exit codes."""
+    """Set up logging, load the agent's config, run ``body``; exceptions to exit codes.
+
+    With ``report_pending`` (the agent daemon, one program per agent), each setting that
+    no part of ductor acts on yet is logged once as a warning with its file and line.
+    """
     ductor_log.setup(args.log_level or "INFO")
     try:
         name = validate_agent_name(args.name)
@@ -54,6 +60,9 @@ def run(
         agent_config = config.load_agent_config(paths, name)
         if not args.log_level:
             logging.getLogger().setLevel(agent_config.log_level)
+        if report_pending:
+            for inert in pending.inert_settings_of(paths, name):
+                log.warning("%s", inert)
         return body(Service(name, paths, agent_config, args))
     except ConfigError as exc:
         log.error("%s", exc)

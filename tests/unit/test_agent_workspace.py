@@ -94,3 +94,80 @@ def test_agents_ensure_workspace_creates_state_spool_and_rule_file(tmp_path: Pat
     assert (paths.workspace("main") / "GEMINI.md").is_file()
     assert (paths.workspace("main") / "memory_system/MAINMEMORY.md").is_file()
     assert agents.ensure_workspace(paths, "main", providers=["gemini"]) == []
+
+
+# --- shipped tool scripts reach existing agents --------------------------------------
+
+CRON_ADD = Path("tools/cron_tools/cron_add.py")
+
+
+def test_a_script_ductor_wrote_earlier_is_replaced_by_the_shipped_version_without_backup(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / CRON_ADD).parent.mkdir(parents=True)
+    workspace.refresh_shipped_scripts(tmp_path, {CRON_ADD: "old shipped text\n"})
+    workspace.ensure_workspace(tmp_path, agent="main", providers=[])
+    shipped = workspace.cron_tool_scripts()["cron_add.py"]
+    assert (tmp_path / CRON_ADD).read_text() == shipped
+    assert not (tmp_path / "tools/cron_tools/cron_add.py.bak").exists()
+    assert stat.S_IMODE((tmp_path / CRON_ADD).stat().st_mode) == 0o700
+
+
+def test_a_script_the_user_changed_is_kept_as_bak_and_replaced(tmp_path: Path) -> None:
+    workspace.ensure_workspace(tmp_path, agent="main", providers=[])
+    (tmp_path / CRON_ADD).write_text("# my own version\n")
+    workspace.ensure_workspace(tmp_path, agent="main", providers=[])
+    assert (tmp_path / "tools/cron_tools/cron_add.py.bak").read_text() == "# my own version\n"
+    assert (tmp_path / CRON_ADD).read_text() == workspace.cron_tool_scripts()["cron_add.py"]
+    # the next start leaves both alone
+    (tmp_path / "tools/cron_tools/cron_add.py.bak").write_text("kept\n")
+    workspace.ensure_workspace(tmp_path, agent="main", providers=[])
+    assert (tmp_path / "tools/cron_tools/cron_add.py.bak").read_text() == "kept\n"
+
+
+def test_a_script_from_before_ductor_kept_records_is_backed_up_when_it_differs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tools/cron_tools").mkdir(parents=True)
+    (tmp_path / CRON_ADD).write_text("# written by an older ductor, or by the user\n")
+    workspace.ensure_workspace(tmp_path, agent="main", providers=[])
+    assert (tmp_path / "tools/cron_tools/cron_add.py.bak").exists()
+    assert (tmp_path / CRON_ADD).read_text() == workspace.cron_tool_scripts()["cron_add.py"]
+
+
+def test_every_tool_the_prompts_and_rule_files_name_exists_in_a_seeded_workspace(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    from ductor.agent import prompt
+
+    workspace.ensure_workspace(tmp_path, agent="main", providers=["claude", "codex", "gemini"])
+    texts = [(tmp_path / name).read_text() for name in ("CLAUDE.md", "AGENTS.md", "GEMINI.md")]
+    enabled = prompt.tasks_available(tmp_path, enabled=True)
+    for count in range(0, 31):
+        for new_session in (True, False):
+            texts += prompt.hook_suffixes(
+                count,
+                new_session=new_session,
+                tasks_enabled=enabled,
+                reflection_every=5,
+                reflection_prompt="reflect",
+            )
+    paths = {m for text in texts for m in re.findall(r"tools/[\w./-]+\.py", text)}
+    scripts = {m for text in texts for m in re.findall(r"\b[\w-]+\.py\b", text)}
+    assert "cron_add.py" in scripts, "the rule file names the cron tools"
+    present = {p.name for p in (tmp_path / "tools").rglob("*.py")}
+    assert sorted(p for p in paths if not (tmp_path / p).is_file()) == []
+    assert sorted(scripts - present) == []
+
+
+def test_the_task_blocks_appear_only_once_the_task_tool_exists(tmp_path: Path) -> None:
+    from ductor.agent import prompt
+
+    assert not prompt.tasks_available(tmp_path, enabled=True)
+    tool = tmp_path / prompt.TASK_TOOL
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/usr/bin/env python3\n")
+    assert prompt.tasks_available(tmp_path, enabled=True)
+    assert not prompt.tasks_available(tmp_path, enabled=False)

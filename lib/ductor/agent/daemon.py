@@ -211,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda svc: asyncio.run(serve(svc.name, svc.paths, svc.config, idle_exit=args.idle_exit)),
         log=log,
         what="agent",
+        report_pending=True,
     )
 
 

@@ -249,7 +249,8 @@ class Turn:
         suffixes = prompt.hook_suffixes(
             bucket.message_count,
             new_session=new_session,
-            tasks_enabled=config.tasks.enabled and self.record.kind is TurnKind.MESSAGE,
+            tasks_enabled=self.record.kind is TurnKind.MESSAGE
+            and prompt.tasks_available(env.workspace, enabled=config.tasks.enabled),
             reflection_every=(
                 config.memory.reflection.every_n_messages if config.memory.reflection.enabled else 0
             ),

@@ -48,6 +48,16 @@ Reminder: anything that will take more than a few minutes belongs in a backgroun
 (python3 tools/task_tools/create_task.py), so the user is not left waiting."""
 
 REFLECTION_HEADING = "## MEMORY REFLECTION"
+#: The tool the task blocks tell the CLI to run; until a workspace has it, they are left out.
+TASK_TOOL = Path("tools") / "task_tools" / "create_task.py"
+
+
+def tasks_available(workspace: Path, *, enabled: bool) -> bool:
+    """True when background tasks are on and the workspace holds the tool to start one.
+
+    The prompt never points the CLI at a script that is not there.
+    """
+    return enabled and (workspace / TASK_TOOL).is_file()
 
 
 def hook_suffixes(

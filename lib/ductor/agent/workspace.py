@@ -1,13 +1,18 @@
 """The agent's workspace, the CLI's working directory: its folders, the memory file and
 one rule file per provider.
 
-Laid out on first start and topped up on every later start. A file is written only when
-it is missing, so whatever the user (or the agent) changed in it stays as it is; to get
-the shipped text back, delete the file and restart the agent.
+Laid out on first start and topped up on every later start. The memory and rule files
+are written only when missing, so whatever the user (or the agent) changed in them stays
+as it is; to get the shipped text back, delete the file and restart the agent. The tool
+scripts are ductor's code, not the user's: each start brings them to the shipped
+version, so fixes reach existing agents. A script that was changed since ductor wrote it
+is kept beside it as ``NAME.bak`` first (``tools/.shipped.json`` records what was
+written, to tell such a change from an older shipped version).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -28,6 +33,7 @@ DIRECTORIES = (
     "tasks",
 )
 MAINMEMORY = Path("memory_system") / "MAINMEMORY.md"
+SHIPPED_MANIFEST = Path("tools") / ".shipped.json"
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
 SCRIPT_MODE = 0o700
@@ -163,11 +169,70 @@ def ensure_workspace(workspace: Path, *, agent: str, providers: Iterable[str]) -
     for path, text in files:
         if write_if_missing(path, text):
             created.append(path)
-    for name, script in cron_tool_scripts().items():
-        if write_if_missing(workspace / CRON_TOOLS_DIR / name, script, mode=SCRIPT_MODE):
-            created.append(workspace / CRON_TOOLS_DIR / name)
+    scripts = {CRON_TOOLS_DIR / name: text for name, text in cron_tool_scripts().items()}
+    created += refresh_shipped_scripts(workspace, scripts)
     if created:
         log.info("workspace %s: created %s", workspace, ", ".join(p.name for p in created))
+    return created
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_manifest(file: Path) -> dict[str, str]:
+    try:
+        loaded = atomic.read_json(file)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {str(k): v for k, v in loaded.items() if isinstance(v, str)}
+
+
+def refresh_shipped_scripts(workspace: Path, scripts: dict[Path, str]) -> list[Path]:
+    """Bring the tool scripts (workspace-relative path -> text) to the shipped version.
+
+    Returns the scripts that did not exist. A script whose content is neither the shipped
+    text nor what ductor last wrote there was changed by someone: it is copied to
+    ``NAME.bak`` (replacing an older one) before the shipped text replaces it.
+    """
+    manifest_file = workspace / SHIPPED_MANIFEST
+    manifest = _read_manifest(manifest_file)
+    written = dict(manifest)
+    created: list[Path] = []
+    for relative, text in scripts.items():
+        path = workspace / relative
+        key = relative.as_posix()
+        wanted = text.encode()
+        if write_if_missing(path, text, mode=SCRIPT_MODE):
+            created.append(path)
+            written[key] = _digest(wanted)
+            continue
+        try:
+            present = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        except OSError as exc:
+            log.warning("workspace: cannot read %s to update it: %s", path, exc.strerror or exc)
+            continue
+        if present == wanted:
+            written[key] = _digest(wanted)
+            continue
+        if present is None:
+            log.warning(
+                "workspace: %s is not a regular file; the shipped script was not written", path
+            )
+            continue
+        if manifest.get(key) != _digest(present):
+            backup = path.with_name(path.name + ".bak")
+            atomic.write_bytes(backup, present, mode=SCRIPT_MODE)
+            log.warning(
+                "workspace: %s was changed; the changed copy is kept as %s", path, backup.name
+            )
+        atomic.write_bytes(path, wanted, mode=SCRIPT_MODE)
+        written[key] = _digest(wanted)
+        log.info("workspace: %s updated to the shipped version", path)
+    if written != manifest:
+        atomic.write_json(manifest_file, written, mode=FILE_MODE)
     return created
 
 

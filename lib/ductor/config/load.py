@@ -188,7 +188,8 @@ def _attribute(details: dict[str, str], layers: Sequence[Layer]) -> ConfigError:
     return ConfigError(detail, key=key)
 
 
-def _layers(paths: Paths, name: str) -> list[Layer]:
+def layers_of(paths: Paths, name: str) -> list[Layer]:
+    """Agent ``name``'s config files that exist, lowest first, each checked on its own."""
     validate_agent_name(name)
     advice = secret_advice(paths.config_dir / "credentials", name)
     layers = [read_layer(file, advice) for file in (paths.global_config, paths.agent_config(name))]
@@ -197,7 +198,7 @@ def _layers(paths: Paths, name: str) -> list[Layer]:
 
 def load_agent_config(paths: Paths, name: str) -> AgentConfig:
     """The effective config of agent ``name``; raises the first problem as ConfigError."""
-    config, errors = evaluate(_layers(paths, name))
+    config, errors = evaluate(layers_of(paths, name))
     if errors:
         raise errors[0]
     return config
@@ -205,7 +206,7 @@ def load_agent_config(paths: Paths, name: str) -> AgentConfig:
 
 def validate_all(paths: Paths, name: str) -> list[ConfigError]:
     """Every problem of agent ``name``'s config files and stored secrets (for a doctor)."""
-    _, errors = evaluate(_layers(paths, name))
+    _, errors = evaluate(layers_of(paths, name))
     return errors + check_secret_files(paths, name)
 
 
