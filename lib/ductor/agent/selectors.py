@@ -17,7 +17,9 @@ from ductor.providers import Provider
 from ductor.providers.models import (
     CLAUDE_ALIASES,
     GEMINI_ALIASES,
+    canonical_model,
     efforts_for,
+    known_model_ids,
     provider_for_model,
 )
 
@@ -146,6 +148,11 @@ async def switch_model(
     from ductor.agent.commands import is_private, session_of
 
     key = session_of(request)
+    known = known_model_ids(agent.models[Provider.CODEX].ids(), agent.gemini_ids())
+    canonical = canonical_model(model, known)
+    if canonical is None:
+        return unknown_model(agent, model)
+    model = canonical
     old_provider, old_model, old_effort = _current(agent, request)
     provider = str(provider_for_model(model, gemini_ids=agent.gemini_ids()))
     efforts = efforts_for(model, agent.models[Provider.CODEX].models())
@@ -175,6 +182,19 @@ async def switch_model(
     lane = agent.lanes.get(key)
     if lane is not None and lane.running is not None:
         lines.append("A reply is still running; the new model applies to the next message.")
+    return _result("\n".join(lines))
+
+
+def unknown_model(agent: Agent, model: str) -> CommandResult:
+    """The refusal of a model no CLI has, with the models there are."""
+    lists = {
+        "claude": CLAUDE_ALIASES,
+        "codex": agent.models[Provider.CODEX].ids(),
+        "gemini": (*GEMINI_ALIASES, *agent.gemini_ids()),
+    }
+    lines = [f"Unknown model `{model}`: nothing was changed. Models you can choose:"]
+    lines += [f"{provider}: {', '.join(dict.fromkeys(ids))}" for provider, ids in lists.items()]
+    lines.append("Any full `claude-...` model id works too; /model shows buttons.")
     return _result("\n".join(lines))
 
 

@@ -227,6 +227,21 @@ def known_model_ids(*discovered: Iterable[str]) -> frozenset[str]:
     return frozenset(ids)
 
 
+def canonical_model(name: str, known: Iterable[str]) -> str | None:
+    """``name`` as the CLI knows it (case as listed), or None when no CLI has it.
+
+    Any full ``claude-...`` id is accepted: Claude Code resolves ids the static list does
+    not name, and refusing a new model would be worse than one failed turn.
+    """
+    wanted = name.strip()
+    by_lower = {m.lower(): m for m in known}
+    if wanted.lower() in by_lower:
+        return by_lower[wanted.lower()]
+    if wanted.lower().startswith("claude-") and len(wanted) > len("claude-"):
+        return wanted
+    return None
+
+
 class Directives(NamedTuple):
     model: str | None
     provider: Provider | None
