@@ -10,6 +10,7 @@ import pytest
 from ductor.agent import markup
 from ductor.agent.markup import FileRefused
 from ductor.errors import DuctorError
+from ductor.paths import Mode, Paths
 
 # --- buttons -------------------------------------------------------------------------
 
@@ -103,22 +104,41 @@ def test_strip_markup_removes_both_kinds() -> None:
 # --- checking files ------------------------------------------------------------------
 
 
+def paths_in(home: Path, *, credentials_dir: Path | None = None) -> Paths:
+    """ductor's directories as a user install has them, under ``home``."""
+    return Paths(
+        mode=Mode.USER,
+        config_dir=home / ".config" / "ductor",
+        state_dir=home / ".local" / "state" / "ductor",
+        runtime_dir=home / "run" / "ductor",
+        cache_dir=home / ".cache" / "ductor",
+        data_dir=home / ".local" / "share" / "ductor",
+        credentials_dir=credentials_dir,
+    )
+
+
 @pytest.fixture
 def roots(tmp_path: Path) -> tuple[Path, Path]:
     home = tmp_path / "home"
-    workspace = home / "state" / "workspace"
+    workspace = paths_in(home).workspace("main")
     workspace.mkdir(parents=True)
     return home, workspace
 
 
-def check(path: Path | str, roots: tuple[Path, Path], access: str) -> Path:
+def check(path: Path | str, roots: tuple[Path, Path], access: str, **paths: Path) -> Path:
     home, workspace = roots
-    return markup.check_file(str(path), workspace=workspace, home=home, file_access=access)
+    return markup.check_file(
+        str(path),
+        paths=paths_in(home, **paths),
+        workspace=workspace,
+        home=home,
+        file_access=access,
+    )
 
 
-def refusal(path: Path | str, roots: tuple[Path, Path], access: str) -> str:
+def refusal(path: Path | str, roots: tuple[Path, Path], access: str, **paths: Path) -> str:
     with pytest.raises(FileRefused) as caught:
-        check(path, roots, access)
+        check(path, roots, access, **paths)
     assert isinstance(caught.value, DuctorError)
     return caught.value.reason
 
@@ -209,3 +229,94 @@ def test_unreadable_files_are_refused(roots: tuple[Path, Path]) -> None:
 def test_the_refusal_message_names_the_path(roots: tuple[Path, Path]) -> None:
     with pytest.raises(FileRefused, match=r"missing\.txt: no such file"):
         check(roots[1] / "missing.txt", roots, "all")
+
+
+# --- what never leaves, whatever file_access says --------------------------------------
+
+
+def secret_file(roots: tuple[Path, Path], name: str = "telegram-token") -> Path:
+    """A token where ductor keeps it: CONFIG/credentials/main/NAME."""
+    file = paths_in(roots[0]).agent_credentials("main") / name
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("123456:SECRET\n")
+    file.chmod(0o600)
+    return file
+
+
+@pytest.mark.parametrize("access", ["all", "home", "workspace"])
+def test_the_token_and_the_dotenv_are_never_sent(roots: tuple[Path, Path], access: str) -> None:
+    for name in ("telegram-token", ".env"):
+        assert refusal(secret_file(roots, name), roots, access) == (
+            "ductor's credentials are never sent"
+        )
+
+
+@pytest.mark.parametrize("access", ["all", "home", "workspace"])
+def test_a_symlink_in_the_workspace_to_the_token_is_refused(
+    roots: tuple[Path, Path], access: str
+) -> None:
+    link = roots[1] / "output_to_user" / "report.txt"
+    link.parent.mkdir()
+    link.symlink_to(secret_file(roots))
+    assert refusal(link, roots, access) == "ductor's credentials are never sent"
+
+
+def test_dot_dot_out_of_the_workspace_into_the_credentials_is_refused(
+    roots: tuple[Path, Path],
+) -> None:
+    secret_file(roots)
+    sneaky = f"{roots[1]}/../../../../../.config/ductor/credentials/main/telegram-token"
+    assert Path(sneaky).resolve() == secret_file(roots).resolve()
+    assert refusal(sneaky, roots, "all") == "ductor's credentials are never sent"
+
+
+def test_a_hard_link_to_the_token_in_the_workspace_is_refused(roots: tuple[Path, Path]) -> None:
+    link = roots[1] / "innocent.txt"
+    os.link(secret_file(roots), link)
+    assert refusal(link, roots, "workspace") == "ductor's credentials are never sent"
+
+
+def test_the_units_credentials_directory_is_never_sent(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    loaded = tmp_path / "run-credentials"
+    loaded.mkdir()
+    (loaded / "telegram-token").write_text("123456:SECRET\n")
+    assert refusal(loaded / "telegram-token", roots, "all", credentials_dir=loaded) == (
+        "ductor's credentials are never sent"
+    )
+
+
+@pytest.mark.parametrize("path", ["/proc/self/environ", "/proc/self/cmdline", "/sys/kernel/notes"])
+def test_kernel_files_are_never_sent(roots: tuple[Path, Path], path: str) -> None:
+    assert refusal(path, roots, "all") == "files under /proc, /sys and /dev are never sent"
+
+
+def test_a_symlink_to_proc_environ_is_refused(roots: tuple[Path, Path]) -> None:
+    link = roots[1] / "env.txt"
+    link.symlink_to("/proc/self/environ")
+    assert refusal(link, roots, "all") == "files under /proc, /sys and /dev are never sent"
+    assert refusal("/dev/stdin", roots, "all") == "files under /proc, /sys and /dev are never sent"
+
+
+def test_state_outside_the_workspace_is_never_sent(roots: tuple[Path, Path]) -> None:
+    state = paths_in(roots[0]).agent_state("main")
+    sessions = state / "sessions.json"
+    sessions.write_text("{}")
+    other_workspace = paths_in(roots[0]).workspace("research") / "notes.md"
+    other_workspace.parent.mkdir(parents=True)
+    other_workspace.write_text("x")
+    for file in (sessions, other_workspace):
+        assert refusal(file, roots, "all") == (
+            "ductor's state is never sent (only files in the workspace are)"
+        )
+    mine = roots[1] / "output_to_user" / "chart.png"
+    mine.parent.mkdir()
+    mine.write_bytes(b"png")
+    assert check(mine, roots, "workspace") == mine.resolve()
+
+
+def test_a_fifo_in_the_workspace_is_refused_without_opening_it(roots: tuple[Path, Path]) -> None:
+    fifo = roots[1] / "pipe"
+    os.mkfifo(fifo)
+    assert refusal(fifo, roots, "workspace") == "not a regular file"

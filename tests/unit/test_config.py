@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -399,6 +400,30 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(paths: Paths) -> None:
     paths.agent_config("main").write_bytes(b'model = "a"\nlanguage = "\xff"\n')
     error = only_error(paths)
     assert (error.line, error.detail) == (2, "expected UTF-8 text")
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_place_of_the_config_file_is_refused_without_hanging(paths: Paths) -> None:
+    paths.agent_config("main").parent.mkdir(parents=True)
+    os.mkfifo(paths.agent_config("main"))
+    with pytest.raises(ConfigError) as caught:
+        load_agent_config(paths, "main")
+    assert caught.value.file == paths.agent_config("main")
+    assert "not a regular file" in caught.value.detail
+    assert caught.value.exit_code is ExitCode.CONFIG
+
+
+def test_a_symlink_to_a_config_file_is_read(paths: Paths, tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "main.toml"
+    real.parent.mkdir()
+    real.write_text('model = "sonnet"\n')
+    paths.agent_config("main").parent.mkdir(parents=True)
+    paths.agent_config("main").symlink_to(real)
+    assert load_agent_config(paths, "main").model == "sonnet"
+
+
+def test_the_default_file_access_is_the_workspace(paths: Paths) -> None:
+    assert load_agent_config(paths, "main").file_access == "workspace"
 
 
 def test_load_raises_the_first_problem_and_exits_78(paths: Paths) -> None:

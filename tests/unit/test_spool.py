@@ -334,6 +334,51 @@ def test_stray_file_with_a_name_that_is_no_id_is_moved_aside(queue: Queue) -> No
     assert "notes.txt" in names(queue, State.BAD)
 
 
+@pytest.mark.timeout(20)
+def test_a_fifo_in_new_is_moved_aside_without_blocking_the_reader(queue: Queue) -> None:
+    queue.ensure_directories()
+    os.mkfifo(queue.directory(State.NEW) / "00-a-fifo")
+    good = envelope()
+    queue.put(good)
+
+    assert queue.next_wait(now=T0) == 0.0
+    assert queue.claim_next() == good
+    [entry] = queue.list([State.BAD])
+    assert entry.id == "00-a-fifo"
+    assert entry.problem is not None and "not a regular file but a FIFO" in entry.problem
+    assert stat.S_ISFIFO((queue.directory(State.BAD) / "00-a-fifo").lstat().st_mode)
+
+
+@pytest.mark.timeout(20)
+def test_a_symlink_in_new_is_moved_aside_and_its_target_is_not_read(
+    queue: Queue, tmp_path: Path
+) -> None:
+    target = tmp_path / "elsewhere.json"
+    target.write_text(envelope(envelope_id="00-link").to_json())
+    queue.ensure_directories()
+    (queue.directory(State.NEW) / "00-link").symlink_to(target)
+
+    assert queue.claim_next() is None
+    [entry] = queue.list([State.BAD])
+    assert entry.problem is not None and "not a regular file but a symlink" in entry.problem
+    assert target.exists()
+
+
+@pytest.mark.timeout(20)
+def test_listing_a_queue_with_fifos_in_every_state_does_not_hang(queue: Queue) -> None:
+    queue.ensure_directories()
+    for state in State:
+        os.mkfifo(queue.directory(state) / f"fifo-{state.value}")
+    os.mkfifo(queue.directory(State.BAD) / "fifo-bad.reason")
+
+    listing = {entry.id: entry for entry in queue.list()}
+
+    assert set(listing) == {f"fifo-{state.value}" for state in State}
+    assert all(entry.envelope is None for entry in listing.values())
+    assert "a FIFO" in (listing["fifo-new"].problem or "")
+    assert queue.recover().moved_aside == ("fifo-cur",)
+
+
 # -- delivery, failure, retries ---------------------------------------------------------------
 
 

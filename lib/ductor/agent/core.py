@@ -140,6 +140,7 @@ class Agent:
             gemini_ids=self.gemini_ids,
             register=lambda key, run: self.registry.add(key, "main", run),
             unregister=lambda key, run: self.registry.remove(key, "main", run),
+            paths=self.paths,
         )
 
     # -- status ----------------------------------------------------------------------------

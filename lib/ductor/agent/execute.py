@@ -25,6 +25,7 @@ from ductor.agent.timeouts import TimeoutPolicy
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import AgentConfig
 from ductor.errors import DuctorError
+from ductor.paths import Paths
 from ductor.protocol import Events
 from ductor.providers import PermissionMode, Provider, TurnRequest
 from ductor.providers.env import ChildIdentity
@@ -76,6 +77,7 @@ class TurnEnv:
     gemini_ids: Callable[[], tuple[str, ...]]
     register: Callable[[str, CliRun], None]
     unregister: Callable[[str, CliRun], None]
+    paths: Paths
 
 
 @dataclass
@@ -399,6 +401,7 @@ class Turn:
             try:
                 checked = markup.check_file(
                     path,
+                    paths=env.paths,
                     workspace=env.workspace,
                     home=Path(env.env.get("HOME") or Path.home()),
                     file_access=env.config.file_access,

@@ -11,6 +11,7 @@ it into keyboards and uploads; :func:`check_file` decides whether a file may lea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -18,6 +19,7 @@ import urllib.parse
 from pathlib import Path
 
 from ductor.errors import DuctorError
+from ductor.paths import Paths
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 CALLBACK_DATA_BYTES = 64  # Telegram's limit for an inline button's callback data
@@ -137,12 +139,54 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def check_file(path: str, *, workspace: Path, home: Path, file_access: str) -> Path:
+#: Kernel interfaces: ``/proc/self/environ`` holds the agent's API keys, and none of
+#: these is a file a user wants.
+KERNEL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def credential_dirs(paths: Paths) -> tuple[Path, ...]:
+    """Where ductor keeps secrets: every agent's credentials (tokens, ``.env``) and the
+    unit's ``$CREDENTIALS_DIRECTORY``."""
+    found = [paths.config_dir / "credentials"]
+    if paths.credentials_dir is not None:
+        found.append(paths.credentials_dir)
+    return tuple(found)
+
+
+def _credential_inodes(directories: tuple[Path, ...]) -> set[tuple[int, int]]:
+    """(device, inode) of every secret file, so a hard link to one is known for what it is."""
+    inodes: set[tuple[int, int]] = set()
+    for directory in directories:
+        for root, _dirs, files in os.walk(directory):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    info = (Path(root) / name).lstat()
+                    inodes.add((info.st_dev, info.st_ino))
+    return inodes
+
+
+def _private_reason(resolved: Path, *, paths: Paths, workspace: Path) -> str | None:
+    """Why ``resolved`` is ductor's own and never leaves, whatever ``file_access`` says."""
+    if any(_inside(resolved, root) for root in KERNEL_DIRS):
+        return "files under /proc, /sys and /dev are never sent"
+    if any(_inside(resolved, root) for root in credential_dirs(paths)):
+        return "ductor's credentials are never sent"
+    if _inside(resolved, workspace):
+        return None
+    if _inside(resolved, paths.state_dir) or _inside(resolved, paths.runtime_dir):
+        return "ductor's state is never sent (only files in the workspace are)"
+    return None
+
+
+def check_file(path: str, *, paths: Paths, workspace: Path, home: Path, file_access: str) -> Path:
     """The resolved path of a file the agent may send, or :class:`FileRefused`.
 
-    ``file_access`` is ``"all"`` (any regular file we can read), ``"home"`` (only under
-    ``home``) or ``"workspace"`` (only under ``workspace``; also for unknown values).
-    Symlinks are followed before the check, so a link cannot point out of the root.
+    ``file_access`` is ``"workspace"`` (only under ``workspace``; also for unknown
+    values), ``"home"`` (only under ``home``) or ``"all"`` (any regular file we can
+    read). Whatever it says, ductor's own credentials and state (``paths``, except the
+    workspace) and the kernel's ``/proc``, ``/sys`` and ``/dev`` never leave. Symlinks
+    are followed before every check, so a link cannot point out of the root or into a
+    secret; a hard link to a secret is recognised by its inode.
     """
     if any(ord(char) < 32 or ord(char) == 127 for char in path):
         raise FileRefused("the path contains control characters", path=repr(path))
@@ -152,6 +196,9 @@ def check_file(path: str, *, workspace: Path, home: Path, file_access: str) -> P
         resolved = Path(path).resolve()
     except (OSError, RuntimeError) as exc:
         raise FileRefused(f"cannot resolve the path ({exc})", path=path) from None
+    private = _private_reason(resolved, paths=paths, workspace=workspace)
+    if private is not None:
+        raise FileRefused(private, path=path)
     if file_access == "home":
         if not _inside(resolved, home):
             raise FileRefused("outside the home directory", path=path)
@@ -165,6 +212,10 @@ def check_file(path: str, *, workspace: Path, home: Path, file_access: str) -> P
         raise FileRefused(f"cannot read it ({exc.strerror})", path=path) from None
     if not stat.S_ISREG(info.st_mode):
         raise FileRefused("not a regular file", path=path)
+    if info.st_nlink > 1 and (info.st_dev, info.st_ino) in _credential_inodes(
+        credential_dirs(paths)
+    ):
+        raise FileRefused("ductor's credentials are never sent", path=path)
     if not os.access(resolved, os.R_OK):
         raise FileRefused("not readable", path=path)
     if info.st_size > MAX_FILE_BYTES:

@@ -7,7 +7,9 @@ and the checks that involve several keys run on the result.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,14 +80,31 @@ class Layer:
         return sorted(errors, key=lambda error: error.line or 0)
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
 def read_text(file: Path) -> str | None:
-    """The text of a config file without a byte-order mark; None if it does not exist."""
+    """The text of a config file without a byte-order mark; None if it does not exist.
+
+    Only a regular file is read (a symlink to one is fine): a FIFO would block the
+    reading unit at start for ever, a device would feed it without end.
+    """
     try:
-        raw = file.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read this file: {exc.strerror or exc}", file=file) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ConfigError("not a regular file (a FIFO, device or directory?)", file=file)
+        try:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read this file: {exc.strerror or exc}", file=file) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes", file=file)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -69,6 +69,15 @@ class TelegramConfig:
     group_mention_only: bool = False
     api_base_url: str = setting("https://api.telegram.org", check=checks.http_url)
 
+    def allows_chat(self, chat_id: int) -> bool:
+        """Whether the bot may write to ``chat_id``: an allowed user's private chat (its id
+        is the user's), an allowed group or an allowed channel."""
+        return chat_id in (
+            *self.allowed_user_ids,
+            *self.allowed_group_ids,
+            *self.allowed_channel_ids,
+        )
+
 
 @dataclass(frozen=True)
 class MatrixConfig:
@@ -287,7 +296,7 @@ class AgentConfig:
     user_timezone: str = setting("", check=checks.time_zone)
     log_level: str = setting("INFO", choices=LOG_LEVELS)
     transports: tuple[str, ...] = setting(("telegram",), choices=TRANSPORTS, unique=True)
-    file_access: str = setting("all", choices=FILE_ACCESS)
+    file_access: str = setting("workspace", choices=FILE_ACCESS)
     idle_timeout_minutes: int = setting(1440, min=0)
     session_age_warning_hours: int = setting(12, min=0)
     daily_reset_enabled: bool = False

@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ REASON_SUFFIX = ".reason"
 DIRECTORY_MODE = 0o700
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 """Larger files are not envelopes (text is split by transports, files go by path)."""
+MAX_REASON_BYTES = 64 * 1024
 
 
 class QueueDirectory:
@@ -101,8 +103,7 @@ class QueueDirectory:
         return None
 
     def _read(self, path: Path) -> Envelope:
-        with path.open("rb") as file:
-            data = file.read(MAX_ENVELOPE_BYTES + 1)
+        data = read_regular_file(path, MAX_ENVELOPE_BYTES)
         if len(data) > MAX_ENVELOPE_BYTES:
             raise EnvelopeError("(document)", f"larger than {MAX_ENVELOPE_BYTES} bytes")
         envelope = Envelope.from_json(data)
@@ -131,12 +132,14 @@ class QueueDirectory:
             problem = str(exc)
         if state is State.BAD:
             reason = path.with_name(name + REASON_SUFFIX)
-            with contextlib.suppress(OSError):
-                problem = reason.read_text("utf-8", errors="replace").strip()
+            with contextlib.suppress(OSError, SpoolError):
+                note = read_regular_file(reason, MAX_REASON_BYTES)[:MAX_REASON_BYTES]
+                problem = note.decode("utf-8", errors="replace").strip()
         return Entry(name, state, path, envelope, problem)
 
-    def _move_aside(self, path: Path, reason: str) -> None:
-        """Move a file that is not a valid envelope to bad/, with its reason, never delete."""
+    def _move_aside(self, path: Path, reason: str) -> Path:
+        """Move a file that is not a valid envelope to bad/, with its reason, never delete;
+        returns where it went."""
         bad = self.directory(State.BAD)
         target = bad / path.name
         if os.path.lexists(target):
@@ -144,7 +147,7 @@ class QueueDirectory:
         try:
             path.rename(target)
         except FileNotFoundError:
-            return  # another reader got there first
+            return target  # another reader got there first
         note = f"{now_utc().isoformat(timespec='seconds')} from {path.parent.name}/: {reason}\n"
         write_text(target.with_name(target.name + REASON_SUFFIX), note, temp_dir=self.tmp_dir)
         logger.warning(
@@ -155,6 +158,40 @@ class QueueDirectory:
             target.relative_to(self.path),
             reason,
         )
+        return target
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``path`` if it is a regular file, else EnvelopeError.
+
+    Without this a FIFO in ``new/`` would block the reader forever on open(2) (and with
+    it every delivery and ``ductor outbox list``): a non-regular file is never opened,
+    a symlink is not followed, and the open itself cannot block (O_NONBLOCK) should the
+    file be swapped between the check and the open.
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise EnvelopeError("(file)", f"not a regular file but {_kind(mode)}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise EnvelopeError("(file)", f"not a regular file but {_kind(mode)}")
+        return file.read(limit + 1)
 
 
 def unreadable_reason(exc: Exception) -> str:

@@ -259,6 +259,14 @@ class Queue(QueueDirectory):
             )
         return Entry(envelope.id, state, target, updated)
 
+    def reject(self, envelope: Envelope, reason: str) -> Entry:
+        """Move a claimed envelope that must not be delivered as it is (its chat is not
+        allowed) to ``bad/`` with ``reason``; ``ductor outbox resend`` can retry it once
+        the cause is fixed."""
+        claimed = self._claimed_path(envelope)
+        target = self._move_aside(claimed, reason)
+        return Entry(envelope.id, State.BAD, target, envelope, reason)
+
     def recover(
         self, *, stale_temp_after: float = STALE_TEMP_AFTER, now: datetime | None = None
     ) -> Recovery:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ductor.agent import markup
 from ductor.errors import DuctorError
+from ductor.paths import Paths
 from ductor.protocol import Event, Request
 from ductor.protocol.aclient import AsyncExchange, open_exchange
 from ductor.protocol.client import AgentUnavailable
@@ -54,10 +55,13 @@ async def ack(exchange: AsyncExchange, event: Event) -> None:
             await exchange.ack(turn)
 
 
-def file_allowed(path: Path, *, workspace: Path, file_access: str) -> bool:
-    """The path check of every file a transport sends out (``file_access``)."""
+def file_allowed(path: Path, *, paths: Paths, workspace: Path, file_access: str) -> bool:
+    """The path check of every file a transport sends out (``file_access``; ductor's
+    own credentials and state and /proc never leave, see :func:`markup.check_file`)."""
     try:
-        markup.check_file(str(path), workspace=workspace, home=Path.home(), file_access=file_access)
+        markup.check_file(
+            str(path), paths=paths, workspace=workspace, home=Path.home(), file_access=file_access
+        )
     except markup.FileRefused as exc:
         log.warning("not sending %s: %s", path, exc)
         return False
