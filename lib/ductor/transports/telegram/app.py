@@ -152,7 +152,6 @@ class TelegramTransport:
 
     def file_allowed(self, path: Path) -> bool:
         return agentlink.file_allowed(
-            path, workspace=self.workspace, file_access=self.config.file_access
             path, paths=self.paths, workspace=self.workspace, file_access=self.config.file_access
         )
 
