@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,8 @@ from typing import Any
 import pytest
 
 from ductor import paths, protocol
-from ductor.agent.core import Agent, Job, Lane
+from ductor.agent import core
+from ductor.agent.core import Agent, Job
 from ductor.agent.execute import Outcome
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import AgentConfig
@@ -58,11 +62,7 @@ def agent(tmp_path: Path) -> Agent:
 @pytest.fixture
 def idle_lanes(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> Agent:
     """Submitted turns stay queued: no lane ever starts a CLI."""
-
-    async def drain(lane: Lane) -> None:
-        return None
-
-    monkeypatch.setattr(agent, "_drain", drain)
+    monkeypatch.setattr(agent, "_dispatch", lambda: None)
     return agent
 
 
@@ -359,3 +359,149 @@ def test_the_status_line_mentions_queued_turns_only_when_there_are_some(
         assert agent.status_line() == "2 sessions, 0 running, 2 queued"
 
     in_loop(body)
+
+
+# -- slots -------------------------------------------------------------------------------
+
+
+class GatedTurns:
+    """Stands in for the CLI: a started turn runs until the test opens its gate."""
+
+    def __init__(self, agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.agent = agent
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        monkeypatch.setattr(agent, "_run", self.run)
+
+    async def run(self, job: Job) -> None:
+        job.emit(protocol.Events.accepted(job.request_id, job.record.id, job.record.session))
+        self.started.append(job.record.text)
+        await self.gates.setdefault(job.record.text, asyncio.Event()).wait()
+        self.agent.turns.remove(job.record)
+
+    async def finish(self, text: str) -> None:
+        self.gates.setdefault(text, asyncio.Event()).set()
+        for _ in range(5):  # let the lane task end and the next one start
+            await asyncio.sleep(0)
+
+
+def with_slots(agent: Agent, slots: int) -> Agent:
+    limits = replace(agent.config.limits, max_parallel_sessions=slots)
+    agent.apply_config(replace(agent.config, limits=limits))
+    return agent
+
+
+def test_with_every_slot_taken_a_new_chat_is_told_at_once_that_it_waits_for_a_slot(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns = GatedTurns(with_slots(agent, 2), monkeypatch)
+    sinks = [FakeSink() for _ in range(4)]
+
+    async def body() -> None:
+        for n, sink in enumerate(sinks):
+            agent.submit(
+                accept(agent, session=f"tg:{n}", text=f"m{n}"), request_id=f"r{n}", sink=sink
+            )
+        await asyncio.sleep(0)
+
+        assert turns.started == ["m0", "m1"]
+        for n, sink in enumerate(sinks[2:], start=1):
+            [queued] = sink.events
+            assert queued.type is EventType.QUEUED
+            assert queued.get_str("reason") == "no_free_slot"
+            assert queued.get_int("position") == n
+            assert queued.text == "Waiting for a free slot: 2 chats are running."
+        assert agent.running_count() == 2
+        assert agent.queued_count() == 2
+
+        await turns.finish("m0")
+        assert turns.started == ["m0", "m1", "m2"]
+        assert sinks[2].of_type(EventType.ACCEPTED)
+        for text in ("m1", "m2", "m3"):
+            await turns.finish(text)
+        assert agent.lanes == {} and not agent.waiting
+
+    in_loop(body)
+
+
+def test_a_freed_slot_goes_to_the_chat_that_waited_not_to_the_next_message_of_the_same_chat(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns = GatedTurns(with_slots(agent, 1), monkeypatch)
+    second_sink = FakeSink()
+
+    async def body() -> None:
+        agent.submit(accept(agent, session="tg:1", text="a1"), request_id="a1", sink=FakeSink())
+        agent.submit(accept(agent, session="tg:1", text="a2"), request_id="a2", sink=second_sink)
+        agent.submit(accept(agent, session="tg:2", text="b1"), request_id="b1", sink=FakeSink())
+        await asyncio.sleep(0)
+
+        [queued] = second_sink.events
+        assert queued.get_str("reason") == "session_busy"
+        assert queued.text == "Queued behind your previous message."
+        await turns.finish("a1")
+        await turns.finish("b1")
+        await turns.finish("a2")
+        assert turns.started == ["a1", "b1", "a2"]
+
+    in_loop(body)
+
+
+def test_a_higher_parallel_limit_starts_waiting_chats_at_once(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns = GatedTurns(with_slots(agent, 1), monkeypatch)
+
+    async def body() -> None:
+        for n in range(3):
+            agent.submit(accept(agent, session=f"tg:{n}", text=f"m{n}"), request_id=f"r{n}")
+        await asyncio.sleep(0)
+        assert turns.started == ["m0"]
+
+        with_slots(agent, 3)
+        await asyncio.sleep(0)
+
+        assert turns.started == ["m0", "m1", "m2"]
+        for n in range(3):
+            await turns.finish(f"m{n}")
+
+    in_loop(body)
+
+
+def test_a_session_is_idle_only_with_nothing_running_or_waiting(idle_lanes: Agent) -> None:
+    agent = idle_lanes
+
+    async def body() -> None:
+        assert agent.idle("tg:123")
+        agent.submit(accept(agent), request_id="r1")
+        assert not agent.idle("tg:123")
+        assert agent.idle("tg:456")
+
+    in_loop(body)
+
+
+# -- model discovery ---------------------------------------------------------------------
+
+
+def test_model_discovery_of_a_cli_that_is_not_installed_logs_one_info_line_and_no_warning(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    refreshed: list[str] = []
+    monkeypatch.setattr(core, "cli_installed", lambda provider, env: provider == "codex")
+    for provider, models in agent.models.items():
+
+        def refresh(provider: str = str(provider)) -> tuple[()]:
+            refreshed.append(provider)
+            return ()
+
+        monkeypatch.setattr(models, "refresh_if_stale", refresh)
+    caplog.set_level(logging.DEBUG, logger="ductor")
+
+    done = agent.start_model_discovery(interval=0.01)
+    time.sleep(0.2)  # many rounds
+    done.set()
+
+    assert "codex" in refreshed and "gemini" not in refreshed
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    absent = [r.getMessage() for r in caplog.records if "not installed" in r.getMessage()]
+    assert absent == ["gemini is not installed: using its built-in model list"]

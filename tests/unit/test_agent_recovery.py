@@ -13,7 +13,7 @@ import pytest
 from ductor import paths
 from ductor.agent import recovery
 from ductor.agent.core import Agent, Sink
-from ductor.agent.turns import TurnKind, TurnRecord, TurnState
+from ductor.agent.turns import TurnKind, TurnRecord, TurnState, new_turn_id
 from ductor.config import AgentConfig
 from ductor.spool import Entry, Envelope, Kind, Payload, Routing, Spool, State
 
@@ -170,7 +170,9 @@ def test_an_interrupted_turn_is_rerun_once_as_a_recovery_and_the_chat_is_told(
     [notice] = harness.outbox()
     assert notice.envelope is not None
     assert notice.envelope.kind is Kind.NOTICE
-    assert notice.envelope.payload.text == "Service restarted: resuming your last request."
+    assert notice.envelope.payload.text == (
+        "Service restarted: resuming your last request.\n“message 1”"
+    )
     assert notice.envelope.routing.chat_id == -100123
     assert notice.envelope.routing.topic_id == 7
     assert report.resumed == ["t0001"]
@@ -184,7 +186,7 @@ def test_after_a_reboot_the_chat_is_told_a_reboot_was_detected(harness: Harness)
 
     assert report.kind == recovery.REBOOT
     assert harness.submitted[0].record.recovery_reason == "reboot"
-    assert harness.texts() == ["Reboot detected: resuming your last request."]
+    assert harness.texts() == ["Reboot detected: resuming your last request.\n“message 1”"]
 
 
 def test_a_recovery_interrupted_again_is_given_up_and_the_chat_asked_to_resend(
@@ -196,9 +198,54 @@ def test_a_recovery_interrupted_again_is_given_up_and_the_chat_asked_to_resend(
 
     assert harness.submitted == []
     assert harness.agent.turns.load() == []
-    assert harness.texts() == [recovery.GAVE_UP]
+    assert harness.texts() == [f"{recovery.GAVE_UP}\n“message 1”"]
     assert "send it again" in recovery.GAVE_UP
     assert report.abandoned == ["t0001"]
+
+
+def test_the_recovery_notice_quotes_the_users_words_shortened_and_names_no_turn_id(
+    harness: Harness,
+) -> None:
+    words = "Please refactor the whole billing module and   write tests for every path in it"
+    record = TurnRecord(
+        id=new_turn_id(),
+        seq=1,
+        session="tg:123",
+        kind=TurnKind.MESSAGE,
+        text=words,
+        state=TurnState.RUNNING,
+        started_at=ACCEPTED,
+    )
+    harness.agent.turns.save(record)
+
+    harness.recover()
+
+    [notice] = harness.outbox()
+    assert notice.envelope is not None
+    shown = f"{notice.envelope.routing.origin}\n{notice.envelope.payload.text}"
+    assert record.id not in shown
+    assert "Service restarted: resuming your last request." in shown
+    assert "“Please refactor the whole billing module and write tests…”" in shown
+    assert notice.envelope.routing.origin == "agent restart"
+
+
+def test_a_recovery_notice_for_a_turn_the_user_did_not_write_quotes_nothing(
+    harness: Harness,
+) -> None:
+    harness.agent.turns.save(
+        TurnRecord(
+            id=new_turn_id(),
+            seq=1,
+            session="tg:123",
+            kind=TurnKind.INJECT,
+            text="webhook payload with internals",
+            state=TurnState.RUNNING,
+        )
+    )
+
+    harness.recover()
+
+    assert harness.texts() == ["Service restarted: resuming your last request."]
 
 
 def test_queued_turns_are_resubmitted_in_acceptance_order_across_sessions(

@@ -305,6 +305,7 @@ ALL_EVENTS = [
         notice="Service restarted: resuming your last request",
     ),
     Events.error("r1", ErrorCode.RATE_LIMIT, "Slow down", turn="turn-1"),
+    Events.queued("r1", 1, "q-6", "tg:2", reason="no_free_slot", text="Waiting for a free slot."),
 ]
 
 
@@ -445,3 +446,14 @@ def test_buttons_of_a_spool_envelope_become_event_buttons_unchanged() -> None:
 
     event = Events.final("r1", buttons=[[SpoolButton("Retry", "cron:retry")]])
     assert event.button_rows() == [[Button("Retry", "cron:retry")]]
+
+
+def test_a_queued_event_says_why_it_waits_and_an_old_one_without_reason_still_reads() -> None:
+    waiting = decode_event(
+        Events.queued("r1", 3, "q-7", "tg:1", reason="no_free_slot", text="Waiting.").encode()
+    )
+    assert waiting.get_str("reason") == "no_free_slot"
+    assert waiting.text == "Waiting."
+    assert Events.queued("r1", 1, "q-8", "tg:1").get_str("reason") == "session_busy"
+    old = decode_event(b'{"v":1,"event":"queued","id":"r1","position":1,"entry":"q"}\n')
+    assert old.get_str("reason") == ""

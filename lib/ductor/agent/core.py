@@ -1,10 +1,14 @@
 """The agent's brain: per-session FIFO lanes, the parallel bound, delivery and recovery.
 
 Each session key has one *lane*: its turns run one after another in acceptance order;
-different lanes run in parallel up to ``limits.max_parallel_sessions``. A turn's events
-go to the client that sent it while that client is connected. Its final answer goes to
-the client, or, when the client went away (or never was: recovered turns), to the
-spool outbox of the session's transport, which delivers it later.
+different lanes run in parallel up to ``limits.max_parallel_sessions``. A lane whose
+next turn finds every slot taken waits in line (``waiting``) and gets the next free
+slot in turn, so one busy chat cannot starve another. Accepting never waits: a turn is
+on disk and its client told ``accepted`` or ``queued`` (with the reason and position)
+before :meth:`Agent.submit` returns. A turn's events go to the client that sent it
+while that client is connected. Its final answer goes to the client, or, when the
+client went away (or never was: recovered turns), to the spool outbox of the session's
+transport, which delivers it later.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from ductor.agent.sessions import SessionStore
 from ductor.agent.turns import TurnKind, TurnRecord, TurnStore, new_turn_id
 from ductor.config import AgentConfig
 from ductor.paths import Paths
-from ductor.protocol import ErrorCode, Events
+from ductor.protocol import ErrorCode, Events, QueueReason
 from ductor.providers import Provider
-from ductor.providers.discovery import model_catalog
+from ductor.providers.discovery import cli_installed, model_catalog
 from ductor.providers.models import known_model_ids
 from ductor.spool import Button, Envelope, Kind, Payload, Routing, Spool
 
@@ -101,7 +105,7 @@ class Agent:
         self.dotenv = DotEnv(paths.agent_credentials(name) / ".env")
         self.models = model_catalog(self.state_dir / "models", env=self.env)
         self.lanes: dict[str, Lane] = {}
-        self.slots = asyncio.Semaphore(config.limits.max_parallel_sessions)
+        self.waiting: deque[Lane] = deque()  # lanes whose next turn waits for a free slot
         self.acks: dict[str, Sink] = {}  # turn id -> the client that owes its ack
         self.started_at = time.monotonic()
         self.closing = False
@@ -113,13 +117,11 @@ class Agent:
     # -- configuration -------------------------------------------------------------------
 
     def apply_config(self, config: AgentConfig) -> None:
-        """Hot settings take effect for the next turn; the parallel bound only grows."""
-        old_limit = self.config.limits.max_parallel_sessions
+        """Hot settings take effect for the next turn; a new parallel bound at once for
+        waiting lanes (running turns are never cut short by a lower one)."""
         self.config = config
         self.spool.served = config.outboxes
-        extra = config.limits.max_parallel_sessions - old_limit
-        for _ in range(max(0, extra)):
-            self.slots.release()
+        self._dispatch()
 
     def known_models(self) -> frozenset[str]:
         return known_model_ids(*(m.ids() for m in self.models.values()))
@@ -165,6 +167,14 @@ class Agent:
             lane = self.lanes[key] = Lane(key)
         return lane
 
+    def idle(self, key: str) -> bool:
+        """Nothing runs or waits in session ``key``."""
+        lane = self.lanes.get(key)
+        return (lane is None or not lane.busy) and not self.registry.for_session(key)
+
+    def free_slots(self) -> int:
+        return max(0, self.config.limits.max_parallel_sessions - self.running_count())
+
     # -- accepting turns -------------------------------------------------------------------
 
     def new_record(self, request: protocol.Request, kind: TurnKind, text: str) -> TurnRecord:
@@ -194,36 +204,89 @@ class Agent:
         want_ack: bool = False,
         persist: bool = True,
     ) -> Job:
-        """Accept a turn durably and queue it in its session's lane."""
+        """Accept a turn durably and queue it in its session's lane. Never waits: the
+        client hears at once that the turn started (``accepted``, from :meth:`_start`) or
+        why and where it waits (``queued``)."""
         if persist:
             self.turns.save(record)
         job = Job(record, request_id, sink, want_ack)
         job.done = asyncio.get_running_loop().create_future()
         lane = self.lane(record.session)
-        position = len(lane.pending) + (1 if lane.running is not None else 0)
+        ahead = len(lane.pending) + (1 if lane.running is not None else 0)
         lane.pending.append(job)
-        if position:
-            job.emit(Events.queued(request_id, position, record.id, record.session))
-        if lane.task is None or lane.task.done():
-            lane.task = asyncio.create_task(self._drain(lane), name=f"lane {lane.key}")
+        if ahead:
+            job.emit(
+                Events.queued(
+                    request_id,
+                    ahead,
+                    record.id,
+                    record.session,
+                    reason=QueueReason.SESSION_BUSY,
+                    text="Queued behind your previous message.",
+                )
+            )
+        else:
+            self.waiting.append(lane)
+            behind = len(self.waiting) - self.free_slots()
+            if behind > 0:
+                running = self.running_count()
+                job.emit(
+                    Events.queued(
+                        request_id,
+                        behind,
+                        record.id,
+                        record.session,
+                        reason=QueueReason.NO_FREE_SLOT,
+                        text=f"Waiting for a free slot: {running} chat"
+                        f"{'s are' if running != 1 else ' is'} running.",
+                    )
+                )
         self._changed()
+        self._dispatch()
         return job
 
-    async def _drain(self, lane: Lane) -> None:
-        while lane.pending and not self.closing:
-            job = lane.pending.popleft()
-            lane.running = job
-            try:
-                async with self.slots:
-                    if self.is_closing():  # the agent began stopping while we waited
-                        lane.pending.appendleft(job)
-                        break
-                    await self._run(job)
-            finally:
-                lane.running = None
-                self._changed()
-        if not lane.pending and lane.running is None:
-            self.lanes.pop(lane.key, None)
+    def _dispatch(self) -> None:
+        """Start the next turn of waiting lanes while slots are free, in their order."""
+        while self.waiting and not self.closing and self.free_slots() > 0:
+            lane = self.waiting.popleft()
+            if lane.running is None and lane.pending:
+                self._start(lane)
+            else:
+                self._forget_if_idle(lane)
+
+    def _start(self, lane: Lane) -> None:
+        job = lane.pending.popleft()
+        lane.running = job
+        lane.task = asyncio.create_task(self._run_in_lane(lane, job), name=f"turn {job.record.id}")
+        self._changed()
+
+    async def _run_in_lane(self, lane: Lane, job: Job) -> None:
+        try:
+            if self.is_closing():  # the agent began stopping before this turn started
+                lane.pending.appendleft(job)  # still queued on disk: the next start runs it
+                return
+            await self._run(job)
+        except Exception:  # the turn itself never raises; delivery might (a full disk)
+            log.exception("turn %s in %s failed", job.record.id, lane.key)
+            if job.done is not None and not job.done.done():
+                job.done.cancel()
+        finally:
+            lane.running = None
+            lane.task = None
+            if lane.pending:
+                self.waiting.append(lane)  # behind the lanes already waiting: fair turns
+            else:
+                self._forget_if_idle(lane)
+            self._changed()
+            self._dispatch()
+
+    def _forget_if_idle(self, lane: Lane) -> None:
+        if lane.pending or lane.running is not None:
+            return
+        if self.lanes.get(lane.key) is lane:
+            del self.lanes[lane.key]
+        if lane in self.waiting:
+            self.waiting.remove(lane)
 
     async def _run(self, job: Job) -> None:
         record = self.turns.mark_running(job.record)
@@ -356,6 +419,7 @@ class Agent:
             if job.done is not None and not job.done.done():
                 job.done.cancel()
             count += 1
+        self._forget_if_idle(lane)
         self._changed()
         return count
 
@@ -370,6 +434,7 @@ class Agent:
                 job.emit(Events.error(job.request_id, ErrorCode.CANCELLED, "Message cancelled."))
                 if job.done is not None and not job.done.done():
                     job.done.cancel()
+                self._forget_if_idle(lane)
                 self._changed()
                 return True
         return False
@@ -435,14 +500,21 @@ class Agent:
         discovery may take up to its timeout and must never delay a stop). The last
         known lists are kept when a discovery fails. Set the returned event to end it."""
         done = threading.Event()
+        absent: set[Provider] = set()
 
         def loop() -> None:
             while not done.is_set():
-                for models in self.models.values():
+                for provider, models in self.models.items():
+                    if not cli_installed(provider, self.env):
+                        if provider not in absent:  # not an error: one line, then quiet
+                            log.info("%s is not installed: using its built-in model list", provider)
+                            absent.add(provider)
+                        continue
+                    absent.discard(provider)
                     try:
                         models.refresh_if_stale()
                     except Exception:
-                        log.warning("model discovery failed", exc_info=True)
+                        log.warning("%s model discovery failed", provider, exc_info=True)
                 done.wait(interval)
 
         threading.Thread(target=loop, name="model discovery", daemon=True).start()

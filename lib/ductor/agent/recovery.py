@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ductor import atomic
+from ductor.agent.turns import TurnKind, TurnRecord, TurnState
 
 if TYPE_CHECKING:
     from ductor.agent.core import Agent
@@ -44,8 +45,30 @@ GAVE_UP = (
 )
 
 
+ORIGIN = "agent restart"  # the header the transports put above a notice
+QUOTE_CHARS = 60
+
+
 def notice_for(reason: str) -> str:
     return _NOTICES.get(reason, _NOTICES[RESTART])
+
+
+def quoted_request(record: TurnRecord) -> str:
+    """The user's words of the turn, shortened to one line, for a chat notice; empty
+    for turns the user did not write (a webhook, a heartbeat) and for files alone."""
+    if record.kind is not TurnKind.MESSAGE:
+        return ""
+    words = " ".join(record.text.split())
+    if len(words) > QUOTE_CHARS:
+        cut = words[: QUOTE_CHARS - 1]
+        words = (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"  # at a word's end
+    return f"“{words}”" if words else ""
+
+
+def chat_notice(text: str, record: TurnRecord) -> str:
+    """``text`` with the user's request quoted on its own line, when it has words."""
+    quote = quoted_request(record)
+    return f"{text}\n{quote}" if quote else text
 
 
 def boot_id(file: Path = BOOT_ID_FILE) -> str:
@@ -96,8 +119,6 @@ class Report:
 
 
 def recover(agent: Agent) -> Report:
-    from ductor.agent.turns import TurnState
-
     report = Report(kind=startup_kind(agent.state_dir))
     parked = {turn_id for turn_id, _ in agent.turns.parked_replies()}
     for turn_id, envelope in agent.turns.parked_replies():
@@ -111,13 +132,14 @@ def recover(agent: Agent) -> Report:
             continue
         if record.state is TurnState.RUNNING:
             if record.recovery:
-                agent.post_notice(record.session, GAVE_UP, origin=f"recovery of {record.id}")
+                agent.post_notice(record.session, chat_notice(GAVE_UP, record), origin=ORIGIN)
                 agent.turns.remove(record)
                 report.abandoned.append(record.id)
                 continue
             resumed = replace(record, state=TurnState.QUEUED, recovery=True, recovery_reason=reason)
             agent.turns.save(resumed)
-            agent.post_notice(record.session, notice_for(reason), origin=f"recovery of {record.id}")
+            notice = chat_notice(notice_for(reason), record)
+            agent.post_notice(record.session, notice, origin=ORIGIN)
             agent.submit(resumed, persist=False)
             report.resumed.append(record.id)
         else:

@@ -1,10 +1,15 @@
 """The agent socket: accepts clients, checks who they are, dispatches their requests.
 
-Each connection has its own writer task and an unbounded event queue, so a slow client
-only slows itself. Requests on one connection are handled concurrently (an ``ack`` or
-a ``cancel`` must not wait behind a running turn). End of input from the client means
-it went away: its running turns go on and their answers go to the outbox. See
-docs/protocol.md.
+Requests on one connection are handled concurrently (an ``ack`` or a ``cancel`` must
+not wait behind a running turn), and every request is answered at once: no request
+waits for a turn slot (see core.py). Each connection's events are written without
+waiting for the client; what the client has not read yet is bounded
+(:data:`OUTGOING_LIMIT`), as is the number of its requests still waiting for their
+terminal event (:data:`MAX_OPEN_REQUESTS`). A client over the first bound does not
+read and is dropped; one over the second gets ``busy``. Reading yields to the event
+loop after every request, so a client that floods the socket cannot starve the others.
+End of input from the client means it went away: its running turns go on and their
+answers go to the outbox. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
 
+# Bytes of events a client may leave unread before it counts as not reading (at least
+# two frames, so one large answer always fits).
+OUTGOING_LIMIT = 4 * 1024 * 1024
+# Requests of one connection that may wait for their terminal event at the same time.
+MAX_OPEN_REQUESTS = 64
+MAX_LOGGED_REFUSALS = 5  # per connection
+
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process at the other end of a Unix socket."""
@@ -45,36 +57,44 @@ class Connection:
         self.agent = server.agent
         self.reader = reader
         self.writer = writer
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._connected = True
         self.peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
+        self.open_requests: dict[str, int] = {}  # request id -> dispatched, not yet ended
+        self.refusals = 0
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     def send(self, event: protocol.Event) -> None:
-        if self._connected:
-            self.queue.put_nowait(event.encode())
+        if not self._connected:
+            return
+        if event.is_terminal and event.request_id in self.open_requests:
+            left = self.open_requests.pop(event.request_id) - 1
+            if left:
+                self.open_requests[event.request_id] = left
+        transport = self.writer.transport
+        if transport.is_closing():
+            self._gone()
+            return
+        self.writer.write(event.encode())
+        unread = transport.get_write_buffer_size()
+        if unread > self.server.outgoing_limit:
+            self.drop(f"it left {unread} bytes of events unread")
 
-    async def _write_loop(self) -> None:
-        while True:
-            data = await self.queue.get()
-            if data is None:
-                break
-            try:
-                self.writer.write(data)
-                await self.writer.drain()
-            except (ConnectionError, OSError):
-                self._gone()
-                break
+    def drop(self, why: str) -> None:
+        """Close the connection now, unread events and all; its turns go on."""
+        if not self._connected:
+            return
+        log.warning("dropped client %s: %s; its answers go to the outbox", self.peer, why)
+        self._gone()
+        self.writer.transport.abort()
 
     def _gone(self) -> None:
         if self._connected:
             self._connected = False
             self.agent.client_gone(self)
-            self.queue.put_nowait(None)
 
     async def serve(self) -> None:
         sock = self.writer.get_extra_info("socket")
@@ -92,14 +112,13 @@ class Connection:
             )
             await self._close()
             return
-        writer_task = asyncio.create_task(self._write_loop())
         self.server.connections.add(self)
         try:
-            while True:
+            while self._connected:
                 try:
                     line = await protocol.read_line(self.reader, self.server.max_bytes)
                 except ProtocolError as exc:
-                    log.warning("refused a request from %s: %s", self.peer, exc)
+                    self._refused("a request", exc)
                     self.send(Events.error("", exc.code, str(exc)))
                     continue
                 except (ConnectionError, OSError):
@@ -107,11 +126,21 @@ class Connection:
                 if line is None:
                     break
                 self._dispatch(line)
+                # A line already in the buffer is returned without a pause: let the
+                # other clients (and the turns) in between two requests of this one.
+                await asyncio.sleep(0)
         finally:
             self.server.connections.discard(self)
             self._gone()
-            await writer_task
             await self._close()
+
+    def _refused(self, what: str, exc: ProtocolError) -> None:
+        """Log a refused request; a client that sends nothing else logs a few lines only."""
+        self.refusals += 1
+        if self.refusals <= MAX_LOGGED_REFUSALS:
+            log.warning("refused %s from %s: %s", what, self.peer, exc)
+            if self.refusals == MAX_LOGGED_REFUSALS:
+                log.warning("not logging further refusals for %s", self.peer)
 
     async def _close(self) -> None:
         try:
@@ -125,9 +154,21 @@ class Connection:
             request = protocol.decode_request(line, max_bytes=self.server.max_bytes)
         except ProtocolError as exc:
             request_id = exc.request_id or _loose_id(line)
-            log.warning("refused a malformed request from %s: %s", self.peer, exc)
+            self._refused("a malformed request", exc)
             self.send(Events.error(request_id, exc.code, str(exc)))
             return
+        if request.type is not RequestType.ACK:
+            if sum(self.open_requests.values()) >= MAX_OPEN_REQUESTS:
+                self.send(
+                    Events.error(
+                        request.id,
+                        ErrorCode.BUSY,
+                        f"{MAX_OPEN_REQUESTS} requests of this connection are still open;"
+                        " read their answers first",
+                    )
+                )
+                return
+            self.open_requests[request.id] = self.open_requests.get(request.id, 0) + 1
         task = asyncio.create_task(self._handle(request), name=f"request {request.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -229,7 +270,24 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
     _submit(agent, request, conn, TurnKind.MESSAGE, label)
 
 
+def said_instead_of_abort(agent: Agent, request: protocol.Request) -> bool:
+    """A stop word the user typed (the abort carries its ``text``, not a ``/command``)
+    in a session with nothing running or queued: there is nothing to stop, so the words
+    are the user's message."""
+    words = request.text.strip()
+    return (
+        request.mode is not protocol.AbortMode.STOP_ALL
+        and request.session is not None
+        and bool(words)
+        and not words.startswith("/")
+        and agent.idle(request.session)
+    )
+
+
 async def _abort(agent: Agent, request: protocol.Request, conn: Connection) -> None:
+    if said_instead_of_abort(agent, request):
+        _submit(agent, request, conn, TurnKind.MESSAGE, request.text.strip())
+        return
     mode = request.mode
     if mode is protocol.AbortMode.STOP_ALL:
         result = await commands.cmd_stop_all(agent, request, "")
@@ -275,6 +333,10 @@ class AgentServer:
         self.max_bytes = max_bytes
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def outgoing_limit(self) -> int:
+        return max(OUTGOING_LIMIT, 2 * self.max_bytes)
 
     async def start(self, sock: socket.socket) -> None:
         self.server = await asyncio.start_unix_server(

@@ -20,6 +20,7 @@ from ductor.protocol.messages import (
     ErrorCode,
     EventType,
     ProtocolError,
+    QueueReason,
     check_version,
     encode_line,
 )
@@ -133,6 +134,8 @@ _SCHEMA: Final[Mapping[EventType, Mapping[str, tuple[Check, bool]]]] = {
         "position": (_position, True),
         "entry": (_string, True),
         "session": (_string, False),
+        "reason": (_string, False),
+        "text": (_string, False),
     },
     EventType.TEXT: {"text": (_string, True)},
     EventType.THINKING: {"text": (_string, True)},
@@ -290,12 +293,24 @@ class Events:
         return Event(EventType.ACCEPTED, request_id, {"turn": turn, "session": session})
 
     @staticmethod
-    def queued(request_id: str, position: int, entry: str, session: str) -> Event:
-        return Event(
-            EventType.QUEUED,
-            request_id,
-            {"position": position, "entry": entry, "session": session},
-        )
+    def queued(
+        request_id: str,
+        position: int,
+        entry: str,
+        session: str,
+        *,
+        reason: str = QueueReason.SESSION_BUSY,
+        text: str = "",
+    ) -> Event:
+        data: dict[str, object] = {
+            "position": position,
+            "entry": entry,
+            "session": session,
+            "reason": str(reason),
+        }
+        if text:
+            data["text"] = text
+        return Event(EventType.QUEUED, request_id, data)
 
     @staticmethod
     def text(request_id: str, text: str) -> Event:

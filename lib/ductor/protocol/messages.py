@@ -68,6 +68,13 @@ class AbortMode(StrEnum):
     STOP_ALL = "stop_all"  # every CLI process of the agent
 
 
+class QueueReason(StrEnum):
+    """Why a ``queued`` request waits (its ``reason`` field)."""
+
+    SESSION_BUSY = "session_busy"  # behind an earlier message of the same session
+    NO_FREE_SLOT = "no_free_slot"  # every ``limits.max_parallel_sessions`` slot is taken
+
+
 class ErrorCode(StrEnum):
     """The ``kind`` of an ``error`` event."""
 

@@ -270,6 +270,12 @@ def cli_env(source: Mapping[str, str]) -> dict[str, str]:
     return {**child_env(source), "PATH": clipath.unit_path(source)}
 
 
+def cli_installed(provider: Provider, env: Mapping[str, str]) -> bool:
+    """The provider's CLI is on the PATH the units give it. Discovering the models of a
+    CLI that is not installed is pointless, and not an error worth a warning."""
+    return clipath.find_cli(provider.value, env) is not None
+
+
 def _installed(provider: Provider, env: Mapping[str, str]) -> Path:
     if (found := clipath.find_cli(provider.value, env)) is None:
         raise TemporaryError(
