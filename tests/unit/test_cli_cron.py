@@ -42,7 +42,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     (tmp_path / "config" / "agents").mkdir(parents=True)
-    (tmp_path / "config" / "agents" / "main.toml").write_text('user_timezone = "Europe/Berlin"\n')
+    (tmp_path / "config" / "agents" / "main.toml").write_text(
+        'user_timezone = "Europe/Berlin"\n'
+        "[telegram]\nallowed_user_ids = [42]\nallowed_group_ids = [-100123]\n"
+    )
     return tmp_path
 
 
@@ -111,6 +114,47 @@ def test_an_explicit_chat_wins_over_the_environment(
 def test_add_without_a_chat_anywhere_broadcasts(home: Path, manager: FakeManager) -> None:
     assert add_news(home) == 0
     assert store(home).get("daily-news").chat_id == ""
+
+
+@pytest.mark.parametrize("chat", ["777", "-100999"])
+def test_add_with_a_chat_that_is_not_allowed_is_refused_and_stores_nothing(
+    home: Path, manager: FakeManager, capsys: pytest.CaptureFixture[str], chat: str
+) -> None:
+    assert add_news(home, "--chat", chat) == 2
+    error = capsys.readouterr().err
+    assert f"--chat {chat}: agent main may not write to this chat" in error
+    assert "allowed_group_ids" in error
+    assert store(home).load() == {}
+    assert manager.calls == []
+
+
+def test_add_from_a_chat_that_is_no_longer_allowed_is_refused(
+    home: Path, manager: FakeManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DUCTOR_CHAT_ID", "-100555")
+    monkeypatch.setenv("DUCTOR_TRANSPORT", "tg")
+    assert add_news(home) == 2
+    assert store(home).load() == {}
+
+
+def test_edit_moving_a_job_to_a_chat_that_is_not_allowed_is_refused(
+    home: Path, manager: FakeManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert add_news(home, "--chat", "42") == 0
+    assert ductor(home, "cron", "edit", "main", "daily-news", "--chat", "666") == 2
+    assert "may not write to this chat" in capsys.readouterr().err
+    assert store(home).get("daily-news").chat_id == "42"
+
+
+@pytest.mark.parametrize("dependency", ["/tmp/evil", "../../outside", "..", ".hidden", "a/b"])
+def test_a_dependency_that_is_not_a_plain_name_is_refused(
+    home: Path, manager: FakeManager, capsys: pytest.CaptureFixture[str], dependency: str
+) -> None:
+    assert add_news(home, "--dependency", dependency) == 2
+    assert "dependency" in capsys.readouterr().err
+    assert store(home).load() == {}
+    assert add_news(home, "--dependency", "nightly-db.backup_2") == 0
+    assert store(home).get("daily-news").dependency == "nightly-db.backup_2"
 
 
 def test_a_bad_schedule_is_a_usage_error_and_stores_nothing(

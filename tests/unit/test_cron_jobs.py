@@ -81,6 +81,9 @@ def test_a_bad_schedule_is_refused_naming_the_field(tmp_path: Path) -> None:
         ({"topic_id": "5"}, "topic_id"),
         ({"prompt": "  "}, "prompt"),
         ({"name": "Daily News"}, "invalid cron job name"),
+        ({"dependency": "/var/lib/x"}, "dependency: '/var/lib/x' is not a plain name"),
+        ({"dependency": "../../x"}, "dependency: '../../x' is not a plain name"),
+        ({"dependency": ".lock"}, "dependency: '.lock' is not a plain name"),
     ],
 )
 def test_invalid_fields_are_refused(changes: dict[str, object], field: str) -> None:
@@ -143,3 +146,11 @@ def test_task_folder_holds_task_rules_and_memory_and_keeps_edits(tmp_path: Path)
     task_folder(tmp_path, job.name, news(prompt="something else"))
     assert (folder / "TASK.md").read_text() == "my refined task\n"
     assert (folder / "MEMORY.md").read_text() == "2024-01-01 08:00: sent 5 items\n"
+
+
+def test_a_dependency_with_a_path_in_the_file_names_its_key_and_line(tmp_path: Path) -> None:
+    """A hand-edited cron_jobs.toml cannot make a run create a lock file elsewhere."""
+    path = tmp_path / "cron_jobs.toml"
+    path.write_text('[jobs.a]\nschedule = "@daily"\nprompt = "x"\ndependency = "../../../etc/x"\n')
+    with pytest.raises(ConfigError, match=r"cron_jobs.toml:4: jobs.a.dependency: .* plain name"):
+        JobStore(tmp_path).load()

@@ -29,6 +29,7 @@ from ductor.transports.telegram.outbox import OutboxDrain
 
 Rows = list[list[tuple[str, str]]]
 USERS = [111, 222]
+GROUPS = [555, -100555, -100777, -100999]  # allowed_group_ids (555: a test chat)
 
 
 @dataclass
@@ -130,9 +131,20 @@ def envelope(
 
 
 def drain_for(
-    queue: Queue, sender: FakeSender, known_chat: Callable[[int], bool] = lambda chat: True
+    queue: Queue,
+    sender: FakeSender,
+    known_chat: Callable[[int], bool] = lambda chat: True,
+    *,
+    main_chat: int | None = None,
 ) -> OutboxDrain:
-    return OutboxDrain(queue, sender, allowed_user_ids=USERS, main_chat=None, known_chat=known_chat)
+    return OutboxDrain(
+        queue,
+        sender,
+        allowed_user_ids=USERS,
+        main_chat=main_chat,
+        known_chat=known_chat,
+        chat_allowed=lambda chat: chat in (*USERS, *GROUPS),
+    )
 
 
 def deliver_all(drain: OutboxDrain) -> int:
@@ -440,3 +452,51 @@ def test_a_running_drain_adopts_what_waited_in_an_outbox_the_agent_no_longer_run
     assert Spool(root).outbox("mx").get(waiting.id) is not None
     run(body())  # a restart moves nothing twice
     assert len(sender.calls) == 1
+
+
+# -- only allowed chats ------------------------------------------------------------------
+
+
+def test_an_envelope_for_a_chat_that_is_not_allowed_goes_to_bad_and_the_main_user_is_told(
+    queue: Queue,
+) -> None:
+    sender = FakeSender()
+    stranger = envelope(Routing("tg", chat_id=-100666, origin="cron job leak"), "secret plans")
+    queue.put(stranger)
+    deliver_all(drain_for(queue, sender, main_chat=111))
+    assert all("secret plans" not in call.content for call in sender.calls)
+    assert [call.chat for call in sender.attempts] == [111]
+    assert "was not delivered: chat -100666 is not in allowed_user_ids" in sender.calls[0].content
+    assert stranger.id in sender.calls[0].content
+    [bad] = queue.list([State.BAD])
+    assert bad.id == stranger.id and bad.envelope == stranger
+    assert "chat -100666 is not in allowed_user_ids" in (bad.problem or "")
+
+
+def test_an_envelope_for_a_user_who_is_not_allowed_is_not_sent_by_default(queue: Queue) -> None:
+    """Without the transport's allowlists at hand, a drain delivers to allowed users only."""
+    sender = FakeSender()
+    queue.put(envelope(Routing("tg", chat_id=999, topic_id=2), "hi"))
+    drain = OutboxDrain(queue, sender, allowed_user_ids=USERS, main_chat=None)
+    deliver_all(drain)
+    assert [call.chat for call in sender.attempts] == [111]
+    assert queue.counts()[State.BAD] == 1
+
+
+def test_a_refused_envelope_is_delivered_after_the_chat_is_allowed_and_it_is_resent(
+    queue: Queue,
+) -> None:
+    sender = FakeSender()
+    allowed = set(USERS)
+    sent = envelope(Routing("tg", chat_id=-100666), "for the new group")
+    queue.put(sent)
+    drain = OutboxDrain(
+        queue, sender, allowed_user_ids=USERS, main_chat=111, chat_allowed=allowed.__contains__
+    )
+    deliver_all(drain)
+    assert state_of(queue, sent.id) is State.BAD
+    allowed.add(-100666)  # the user edits allowed_group_ids; the transport reloads
+    queue.requeue(sent.id)
+    deliver_all(drain)
+    assert state_of(queue, sent.id) is State.DONE
+    assert sender.calls[-1].chat == -100666 and "for the new group" in sender.calls[-1].content

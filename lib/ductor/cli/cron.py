@@ -120,6 +120,34 @@ def _default_timezone(ctx: Context, agent: str) -> str:
     return load_agent_config(ctx.paths, agent).user_timezone
 
 
+def check_chat_allowed(ctx: Context, agent: str, job: Job) -> None:
+    """Refuse a job whose results would go to a chat the agent may not write to.
+
+    Telegram chats are checked against ``[telegram]`` allowed_user_ids (a user's private
+    chat has the user's id), allowed_group_ids and allowed_channel_ids. A Matrix room
+    cannot be checked here (whether it is a direct chat with an allowed user only the
+    homeserver knows); the Matrix drain refuses it at delivery instead.
+    """
+    if not job.chat_id:
+        return
+    from ductor.config import load_agent_config
+
+    config = load_agent_config(ctx.paths, agent)
+    if (job.transport or (config.outboxes or ("tg",))[0]) != "tg":
+        return
+    try:
+        chat = int(job.chat_id)
+    except ValueError:
+        raise UsageError(f"--chat {job.chat_id!r}: a Telegram chat id is a number") from None
+    if not config.telegram.allows_chat(chat):
+        raise UsageError(
+            f"--chat {chat}: agent {agent} may not write to this chat: it is not in"
+            " allowed_user_ids, allowed_group_ids or allowed_channel_ids of [telegram]"
+            f" ({ctx.paths.agent_config(agent)} or {ctx.paths.global_config});"
+            " allow it there first, or leave out --chat"
+        )
+
+
 def _store(ctx: Context, agent: str) -> JobStore:
     return JobStore(ctx.paths.agent_state(agent))
 
@@ -177,6 +205,7 @@ def run_add(ctx: Context, args: argparse.Namespace) -> int:
     values = _fields(args) | _routing(args, os.environ)
     job = cron_jobs.validate(Job(name=args.name, **values))
     check_calendar(job, _default_timezone(ctx, agent))
+    check_chat_allowed(ctx, agent, job)
     job = _store(ctx, agent).add(job)
     cron_jobs.task_folder(ctx.paths.workspace(agent), job.name, job)
     sync_jobs(ctx.paths, ctx.manager, agent)
@@ -193,9 +222,10 @@ def run_edit(ctx: Context, args: argparse.Namespace) -> int:
     if not changes:
         raise UsageError("nothing to change: give at least one option (see --help)")
     old = store.get(args.name)
-    check_calendar(
-        cron_jobs.validate(dataclasses.replace(old, **changes)), _default_timezone(ctx, agent)
-    )
+    new = cron_jobs.validate(dataclasses.replace(old, **changes))
+    check_calendar(new, _default_timezone(ctx, agent))
+    if {"chat_id", "transport"} & set(changes):
+        check_chat_allowed(ctx, agent, new)
     job = store.update(args.name, **changes)
     sync_jobs(ctx.paths, ctx.manager, agent)
     _show(ctx, agent, "changed", job)

@@ -28,6 +28,8 @@ from ductor.errors import ConfigError, UsageError
 
 JOB_NAME = r"[a-z0-9][a-z0-9_-]{0,47}"
 _JOB_NAME = re.compile(JOB_NAME)
+# A dependency names a lock file (STATE/cron_locks/NAME.lock): a plain name, never a path.
+_DEPENDENCY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 FILE_NAME = "cron_jobs.toml"
 TASKS_DIR = "cron_tasks"
 # Short names as DUCTOR_TRANSPORT carries them; the long ones are accepted too.
@@ -67,6 +69,16 @@ _EDITABLE = frozenset(_FIELD_TYPES) - {"name", "created_at", "updated_at"}
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def dependency_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a dependency (it names a lock file), or None when it can."""
+    if not value or _DEPENDENCY.fullmatch(value):
+        return None
+    return (
+        f"{value!r} is not a plain name: use up to 64 letters, digits, '-', '_' or '.',"
+        " not starting with a dot (it names a lock file; no '/', no '..')"
+    )
 
 
 def validate(job: Job) -> Job:
@@ -112,6 +124,9 @@ def validate(job: Job) -> Job:
     for field in ("chat_id", "topic_id", "dependency"):
         if any(char.isspace() for char in getattr(job, field)):
             raise bad(field, "must not contain spaces")
+    dependency = dependency_problem(job.dependency)
+    if dependency is not None:
+        raise bad("dependency", dependency)
     return dataclasses.replace(job, transport=transport)
 
 
@@ -256,6 +271,9 @@ def _parse(text: str, path: Path) -> dict[str, Job]:
         for key in ("schedule", "prompt"):
             if key not in values:
                 raise error(f"the job has no {key!r}", "jobs", name)
+        dependency = dependency_problem(values.get("dependency", ""))
+        if dependency is not None:
+            raise error(dependency, "jobs", name, "dependency")
         jobs[name] = Job(**values)
     return jobs
 

@@ -27,9 +27,25 @@ def rerouted_reason(envelope: Envelope) -> str | None:
     return f"meant for {where}, but this agent does not run {name}"
 
 
+def refused_note(envelope: Envelope, reason: str) -> str:
+    """What the main user reads about an envelope that was not delivered: ``reason``."""
+    origin = envelope.routing.origin.strip()
+    what = f"{envelope.kind} message" + (f" ({origin})" if origin else "")
+    return (
+        f"A {what} was not delivered: {reason}. It waits in the outbox as {envelope.id};"
+        " once that chat is allowed, `ductor outbox resend` delivers it."
+    )
+
+
 class DrainLoop(ABC):
     """Subclasses set ``self.queue`` (and ``self.spool`` to adopt what waits in the
-    outboxes of transports the agent no longer runs) and implement :meth:`process_due`."""
+    outboxes of transports the agent no longer runs) and implement :meth:`process_due`.
+
+    Deny by default, as for incoming messages: a drain delivers only to the users,
+    groups and rooms the allowlists name (:meth:`refusal` says why not); an envelope for
+    any other chat goes to ``bad/`` with the reason and the main user is told
+    (:meth:`refused`). Broadcasts go to allowed users only anyway.
+    """
 
     queue: Queue
     spool: Spool | None = None
@@ -37,6 +53,29 @@ class DrainLoop(ABC):
     @abstractmethod
     async def process_due(self, stop: asyncio.Event | None = None) -> int:
         """Deliver every envelope that is due now; returns how many were handled."""
+
+    @abstractmethod
+    def refusal(self, envelope: Envelope) -> str | None:
+        """Why ``envelope`` may not go to the chat it names (not in the allowlists), or
+        None when it may (or goes to the main user anyway)."""
+
+    @abstractmethod
+    async def tell_main_user(self, text: str) -> None:
+        """Send ``text`` (plain) to the main user's private chat; raises if it cannot."""
+
+    async def refused(self, envelope: Envelope) -> bool:
+        """Reject a claimed ``envelope`` whose chat is not allowed: to ``bad/`` with the
+        reason, and a note to the main user. False (nothing done) when it may go."""
+        reason = self.refusal(envelope)
+        if reason is None:
+            return False
+        log.warning("envelope %s is not delivered: %s", envelope.id, reason)
+        await asyncio.to_thread(self.queue.reject, envelope, reason)
+        try:
+            await self.tell_main_user(refused_note(envelope, reason))
+        except Exception as exc:  # the envelope is safe in bad/; the note is a courtesy
+            log.warning("could not tell the main user about envelope %s: %s", envelope.id, exc)
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; the queue is closed (lock, socket) on return."""

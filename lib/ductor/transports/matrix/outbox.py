@@ -57,6 +57,8 @@ class MatrixOutbox(DrainLoop):
             log.info("envelope %s was delivered before; not sending it again", envelope.id)
             await asyncio.to_thread(self.queue.finish, envelope)
             return
+        if await self.refused(envelope):
+            return
         try:
             ids, reason = await self.deliver(envelope)
         except TargetGone as exc:
@@ -72,6 +74,34 @@ class MatrixOutbox(DrainLoop):
             self.queue.record_delivery, envelope, list(range(len(ids))), fallback_reason=reason
         )
         await asyncio.to_thread(self.queue.finish, envelope)
+
+    def refusal(self, envelope: Envelope) -> str | None:
+        routing = envelope.routing
+        if routing.broadcast or rerouted_reason(envelope) is not None:
+            return None  # allowed users' direct rooms, or the main user's with a note
+        room_id = str(routing.chat_id or "")
+        transport = self.transport
+        room = next((r for r in transport.joined_rooms() if r.room_id == room_id), None)
+        if room is None:
+            return None  # not a room the bot is in: deliver() gives it to the main user
+        allowed_users = transport.config.matrix.allowed_users
+        if room.is_served(
+            bot_id=transport.bot_id,
+            allowed_room_ids=transport.allowed_room_ids,
+            allowed_users=allowed_users,
+        ) or bool(room.aliases & set(transport.config.matrix.allowed_rooms)):
+            return None
+        return f"room {room_id} is not in allowed_rooms and not a direct chat with an allowed user"
+
+    async def tell_main_user(self, text: str) -> None:
+        main = self.main_room()
+        if main is None:
+            raise TargetGone("no allowed user has a direct room")
+        await self.transport.send_markdown(main, text)
+
+    def main_room(self) -> str | None:
+        """The direct room of the first allowed user the bot shares one with."""
+        return next((r for r in map(self.transport.direct_room, self.allowed_users) if r), None)
 
     async def deliver(self, envelope: Envelope) -> tuple[list[str], str | None]:
         routing = envelope.routing

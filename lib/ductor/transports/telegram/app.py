@@ -175,9 +175,11 @@ class TelegramTransport:
             self.sender,
             allowed_user_ids=self.config.telegram.allowed_user_ids,
             main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
+            chat_allowed=lambda chat: self.config.telegram.allows_chat(chat),
             file_allowed=self.file_allowed,
         )
         drain.spool = spool
+        await self.clear_left_reactions()
         self.notifier.status(self.status_line())
         log.info("polling as @%s for agent %s", self.username, self.name)
         background = [

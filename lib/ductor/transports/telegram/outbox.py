@@ -121,6 +121,7 @@ class OutboxDrain(DrainLoop):
         allowed_user_ids: Sequence[int],
         main_chat: int | None,
         known_chat: Callable[[int], bool] = lambda chat: True,
+        chat_allowed: Callable[[int], bool] | None = None,
         file_allowed: Callable[[Path], bool] = lambda path: True,
     ) -> None:
         self.queue = queue
@@ -128,6 +129,8 @@ class OutboxDrain(DrainLoop):
         self.allowed_user_ids = list(allowed_user_ids)
         self.main_chat = main_chat if main_chat is not None else next(iter(allowed_user_ids), None)
         self.known_chat = known_chat
+        # The live allowlists (a reload changes them); by default the allowed users' chats.
+        self.chat_allowed = chat_allowed or (lambda chat: chat in self.allowed_user_ids)
         self.file_allowed = file_allowed
 
     # -- one pass (the waiting loop is DrainLoop.run) -------------------------------
@@ -152,6 +155,8 @@ class OutboxDrain(DrainLoop):
             log.info("envelope %s was delivered before; not sending it again", envelope.id)
             await asyncio.to_thread(self.queue.finish, envelope)
             return
+        if await self.refused(envelope):
+            return
         try:
             sent = await self._deliver(envelope)
         except TargetGone as exc:
@@ -169,6 +174,21 @@ class OutboxDrain(DrainLoop):
             fallback_reason=sent.fallback_reason,
         )
         await asyncio.to_thread(self.queue.finish, envelope)
+
+    def refusal(self, envelope: Envelope) -> str | None:
+        routing = envelope.routing
+        chat = _as_int(routing.chat_id)
+        if routing.broadcast or chat is None or rerouted_reason(envelope) is not None:
+            return None  # allowed users only, or the main user's chat with a note
+        if self.chat_allowed(chat):
+            return None
+        lists = "allowed_user_ids, allowed_group_ids or allowed_channel_ids"
+        return f"{_where(routing)} is not in {lists}"
+
+    async def tell_main_user(self, text: str) -> None:
+        if self.main_chat is None:
+            raise TargetGone("no allowed user to tell")
+        await self.sender.send_text(self.main_chat, f"<i>{html.escape(text, quote=False)}</i>")
 
     # -- one envelope -----------------------------------------------------------------
 
