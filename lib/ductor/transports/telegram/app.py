@@ -179,7 +179,6 @@ class TelegramTransport:
             file_allowed=self.file_allowed,
         )
         drain.spool = spool
-        await self.clear_left_reactions()
         self.notifier.status(self.status_line())
         log.info("polling as @%s for agent %s", self.username, self.name)
         background = [
