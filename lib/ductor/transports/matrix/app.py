@@ -517,7 +517,14 @@ class MatrixTransport:
             "chat_is_private": incoming.private,
         }
         if incoming.action is Action.ABORT:
-            return Request(type=RequestType.ABORT, mode=protocol.AbortMode(incoming.mode), **common)
+            # The words go along: with nothing to stop, the agent takes them as a message.
+            return Request(
+                type=RequestType.ABORT,
+                mode=protocol.AbortMode(incoming.mode),
+                text=incoming.text,
+                want_ack=True,
+                **common,
+            )
         if incoming.action is Action.BUTTON:
             return Request(type=RequestType.BUTTON, data=incoming.data, want_ack=True, **common)
         if incoming.action is Action.COMMAND:
@@ -569,6 +576,8 @@ class MatrixTransport:
                 await self._follow(incoming, exchange, first)
         except asyncio.CancelledError:
             raise
+        except protocol.AgentDisconnected as exc:  # handled: the answer takes the outbox
+            log.warning("the agent went away while answering in %s: %s", incoming.room_id, exc)
         except Exception:
             log.exception("showing the answer in %s failed", incoming.room_id)
 

@@ -318,7 +318,14 @@ class TelegramTransport:
             "chat_is_private": incoming.chat_is_private,
         }
         if incoming.action is Action.ABORT:
-            return Request(type=RequestType.ABORT, mode=protocol.AbortMode(incoming.mode), **common)  # type: ignore[arg-type]
+            # The words go along: with nothing to stop, the agent takes them as a message.
+            return Request(
+                type=RequestType.ABORT,
+                mode=protocol.AbortMode(incoming.mode),
+                text=incoming.text,
+                want_ack=True,
+                **common,  # type: ignore[arg-type]
+            )
         if incoming.action is Action.BUTTON:
             return Request(type=RequestType.BUTTON, data=incoming.data, want_ack=True, **common)  # type: ignore[arg-type]
         if incoming.action is Action.COMMAND:
@@ -402,6 +409,8 @@ class TelegramTransport:
                 await self._follow(incoming, exchange, first)
         except asyncio.CancelledError:
             raise
+        except protocol.AgentDisconnected as exc:  # handled: the answer takes the outbox
+            log.warning("the agent went away while answering in chat %s: %s", incoming.chat_id, exc)
         except Exception:
             log.exception("showing the answer in chat %s failed", incoming.chat_id)
 
