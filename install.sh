@@ -220,6 +220,17 @@ install_programs() {
 }
 
 install_config() {
+    if [ "$MODE" = user ]; then
+        # The units keep it 0700 too (ConfigurationDirectoryMode=): other users of the
+        # machine have no business reading the agents' config.
+        install -d -m 0700 "$CONF_DIR"
+        chmod 0700 "$CONF_DIR"
+    else
+        install -d -m 0755 "$CONF_DIR"
+        # The account's state: what root writes there (`ductor --system cron add`, init)
+        # is given to the account, which owns the directory (lib/ductor/atomic.py).
+        install -d -m 0700 -o "$ACCOUNT" -g "$ACCOUNT" /var/lib/ductor
+    fi
     mkdir -p "$CONF_DIR/agents"
     install -d -m 0700 "$CONF_DIR/credentials"
     if [ ! -e "$CONF_DIR/ductor.toml" ]; then
@@ -227,7 +238,8 @@ install_config() {
         say "Wrote the example configuration to $CONF_DIR/ductor.toml"
     fi
     # System mode: credentials stay root's; the manager hands them to the units with
-    # LoadCredential=, so the 'ductor' account never reads this directory itself.
+    # LoadCredential= (the tokens, and the agent's .env as the credential 'dotenv'), so
+    # the 'ductor' account never reads this directory itself.
 }
 
 ensure_account() {

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ductor import config
+from ductor import atomic, config
 from ductor.agent import workspace
 from ductor.errors import DuctorError, UsageError
 from ductor.paths import Paths, validate_agent_name
-from ductor.units import Manager, remove_dropin, unit_dir, unit_name, write_dropin
+from ductor.units import Manager, instance, remove_dropin, unit_dir, unit_name, write_dropin
 
 TARGET_TEMPLATE = "ductor@.target"
 
@@ -141,7 +141,7 @@ def ensure_workspace(
     created: list[Path] = []
     for directory in (paths.agent_state(name), paths.spool(name)):
         if not directory.is_dir():
-            directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+            atomic.make_directories(directory, mode=0o700)
             created.append(directory)
     if providers is None:
         providers = [*_configured_provider(paths, name), *workspace.installed_providers()]
@@ -184,6 +184,18 @@ def wanted_units(paths: Paths, manager: Manager, name: str) -> list[str]:
 
 
 AGENT_SERVICE = "ductor-agent@.service"
+
+
+def reloadable_units(manager: Manager, name: str) -> list[str]:
+    """Every running unit of the agent that can re-read its config (``ExecReload=``):
+    the agent daemon and its transports, whatever the target wants."""
+    own = instance(name)  # systemd matches with FNM_NOESCAPE: a \x2d stays itself
+    patterns = [f"ductor-*@{own}.service", f"ductor-*@{own}:*.service"]
+    units = manager.list_units(patterns)
+    props = manager.show(units, ["Id", "ActiveState", "CanReload"])
+    return [
+        p["Id"] for p in props if p.get("ActiveState") == "active" and p.get("CanReload") == "yes"
+    ]
 
 
 def limits_dropin(limits: config.LimitsConfig) -> str:

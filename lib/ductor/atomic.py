@@ -6,6 +6,10 @@ the target, then fsync the directory so that the rename itself survives a power 
 A crash at any step leaves either the old file or the new one, plus at most a stray
 temporary file that :func:`remove_stale_temp_files` can clean up later.
 
+Files and directories root creates in a directory another account owns are given to
+that account (:func:`adopted_owner`): ``ductor --system`` runs as root and writes into the
+state of the ``ductor`` account, whose units must be able to read and replace them.
+
 Stdlib only: the spool and the oneshots import this module.
 """
 
@@ -40,6 +44,23 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def adopted_owner(directory: Path) -> tuple[int, int] | None:
+    """The (uid, gid) a new entry of ``directory`` gets, when it is not the writer's.
+
+    Only root is concerned: what root creates in a directory owned by another account
+    belongs to that account (the agent's state in system mode, written by ``ductor
+    --system`` commands), so the account's units never meet a file they cannot open.
+    Everyone else creates files as themselves.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+
+
 def make_directories(path: Path, *, mode: int = 0o700) -> None:
     """``mkdir -p`` where every directory created is made durable in its parent."""
     if path.is_dir():
@@ -50,7 +71,23 @@ def make_directories(path: Path, *, mode: int = 0o700) -> None:
     except FileExistsError:
         return
     path.chmod(mode)  # mkdir applies the umask; the caller asked for this mode
+    owner = adopted_owner(path.parent)
+    if owner is not None:
+        os.chown(path, *owner)
     fsync_directory(path.parent)
+
+
+def open_lock_file(path: Path, *, mode: int = DEFAULT_MODE) -> int:
+    """Open (creating it if needed) a file that exists to be ``flock``ed; an fd."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        owner = adopted_owner(path.parent)
+        if owner is not None and os.fstat(fd).st_uid != owner[0]:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def fsync_file(path: Path) -> None:
@@ -75,6 +112,9 @@ def write_temp_file(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)  # the umask must not change the mode the caller asked for
+        owner = adopted_owner(directory)
+        if owner is not None:
+            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)

@@ -195,3 +195,88 @@ def test_an_idle_agent_exits_and_the_next_message_starts_it_again(agent_sd: Any)
         assert "idle for 2 s: exiting" in journal
     finally:
         sh(sd, f"rm -f {dropin} && systemctl --user daemon-reload", check=False)
+
+
+def test_turns_interrupted_by_a_reboot_are_finished_without_a_new_message(agent_sd: Any) -> None:
+    sd = agent_sd
+    set_env(sd, FAKECLI_DELAY_MS="1500", FAKECLI_RECORD=f"{home(sd)}/record.jsonl")
+    sh(sd, "rm -f ~/record.jsonl; rm -rf " + f"{OUTBOX}/cli")
+    sh(sd, "systemctl --user start ductor@sd.target")
+    sh(sd, "(ductor chat sd -m 'finish this' >/dev/null 2>&1 &)")
+    sd.wait_until(["test", "-s", f"{home(sd)}/record.jsonl"], timeout=20, what="the CLI started")
+    # Shutdown: every unit of the agent stops in the middle of the turn.
+    sh(sd, "systemctl --user stop ductor@sd.target")
+    sd.wait_until(
+        lambda: show(sd, "ductor-agent@sd.service", "ActiveState")["ActiveState"] == "inactive",
+        timeout=40,
+        what="the agent stopped",
+    )
+    assert sh(sd, f"ls {STATE}/turns").stdout.split(), "the interrupted turn is on disk"
+    # The next boot has another boot id; nobody writes to the agent after it.
+    startup = f"{STATE}/startup.json"
+    sh(sd, f'sed -i \'s/"boot_id": "[^"]*"/"boot_id": "the-boot-before"/\' {startup}')
+    sh(sd, "systemctl --user start ductor@sd.target")
+    sd.wait_until(
+        lambda: any(e["kind"] == "reply" for e in envelopes(sd, "cli")),
+        timeout=40,
+        what="the answer of the interrupted turn in the outbox",
+    )
+    found = envelopes(sd, "cli")
+    replies = [e for e in found if e["kind"] == "reply"]
+    assert len(replies) == 1, found
+    assert any("Reboot detected" in e["payload"]["text"] for e in found if e["kind"] == "notice")
+    sd.wait_until(lambda: not sh(sd, f"ls {STATE}/turns").stdout.split(), timeout=10)
+
+
+def test_saving_a_new_model_in_the_config_reaches_the_running_agent(agent_sd: Any) -> None:
+    sd = agent_sd
+    set_env(sd, FAKECLI_RECORD=f"{home(sd)}/record.jsonl")
+    config = f"{CONFIG}/agents/sd.toml"
+    before = sh(sd, "ductor chat sd -m /status").stdout
+    assert "haiku" not in before
+    assert show(sd, "ductor-agent@sd.service", "ActiveState")["ActiveState"] == "active"
+    sh(sd, f"cp {config} {config}.good")
+    try:
+        sh(sd, f"sed -i 's/^model = .*/model = \"haiku\"/' {config}")
+        sd.wait_until(
+            lambda: "haiku" in sh(sd, "ductor chat sd -m /status", check=False).stdout,
+            timeout=20,
+            what="/status shows the model saved in the config",
+        )
+    finally:
+        sh(sd, f"mv {config}.good {config}")
+    sd.wait_until(
+        lambda: "haiku" not in sh(sd, "ductor chat sd -m /status", check=False).stdout,
+        timeout=20,
+        what="/status shows the model restored in the config",
+    )
+
+
+def test_the_config_directory_stays_private_whatever_unit_starts(agent_sd: Any) -> None:
+    sd = agent_sd
+    sh(sd, "id other >/dev/null 2>&1 || useradd --no-create-home other")
+    home_mode = sh(sd, "stat -c %a ~").stdout.strip()
+    sh(sd, "chmod 0755 ~")  # a home others may enter, as many machines have
+    cron_unit = "ductor-cron@sd:nosuch.service"
+    try:
+        for start in (
+            "systemctl --user restart ductor@sd.target",
+            "ductor chat sd -m hello",
+            "systemctl --user start ductor-heartbeat@sd.service",
+            # a run of a job that does not exist fails, and its failure report runs too
+            f"systemctl --user start {cron_unit}",
+            "systemctl --user start ductor-reload@sd.service",
+            "systemctl --user restart ductor-telegram@sd.service",
+        ):
+            sh(sd, start, check=False)
+            mode = sh(sd, f"stat -c %a {CONFIG}").stdout.strip()
+            assert mode == "700", f"after `{start}`: {CONFIG} is {mode}"
+            refused = sh(sd, f"runuser -u other -- cat {CONFIG}/ductor.toml", check=False)
+            assert refused.returncode != 0, f"after `{start}` another user reads the config"
+        time.sleep(3)  # the failure report of the cron run, started by OnFailure=
+        assert sh(sd, f"stat -c %a {CONFIG}").stdout.strip() == "700"
+        failed_reports = sh(sd, "systemctl --user list-units --all 'ductor-cron-failed@*'")
+        assert "ductor-cron-failed@" in failed_reports.stdout
+    finally:
+        sh(sd, f"chmod {home_mode} ~", check=False)
+        sh(sd, f"systemctl --user reset-failed {cron_unit}", check=False)

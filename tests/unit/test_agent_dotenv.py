@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from ductor import log as ductor_log
-from ductor.agent.dotenv import DotEnv, parse_dotenv, parse_dotenv_with_problems
+from ductor.agent.dotenv import (
+    DotEnv,
+    agent_dotenv,
+    parse_dotenv,
+    parse_dotenv_with_problems,
+)
+from ductor.paths import Mode, resolve
 
 # --- parsing -------------------------------------------------------------------------
 
@@ -154,3 +160,32 @@ def test_values_are_masked_in_log_output(tmp_path: Path) -> None:
         root.setLevel(level)
     assert "sk-test-0123456789abcdef" not in stream.getvalue()
     assert "calling with key *** now" in stream.getvalue()
+
+
+def test_a_unit_reads_the_env_its_manager_loaded_even_when_root_owns_it(tmp_path: Path) -> None:
+    # System mode: the manager copies root's .env into $CREDENTIALS_DIRECTORY, owned by
+    # root and readable by the unit's account through an ACL (mode 0440 here).
+    loaded = tmp_path / "credentials"
+    loaded.mkdir()
+    (loaded / "dotenv").write_text("API_KEY=from-the-manager\n")
+    (loaded / "dotenv").chmod(0o440)
+    if os.geteuid() == 0:
+        os.chown(loaded / "dotenv", 0, 0)
+    paths = resolve(
+        Mode.SYSTEM,
+        env={"CREDENTIALS_DIRECTORY": str(loaded)},
+        config_dir=tmp_path / "etc",
+        state_dir=tmp_path / "state",
+    )
+    assert agent_dotenv(paths, "main").values() == {"API_KEY": "from-the-manager"}
+
+
+def test_without_a_loaded_credential_the_users_own_env_file_is_read(tmp_path: Path) -> None:
+    paths = resolve(Mode.USER, env={"HOME": str(tmp_path)}, config_dir=tmp_path / "config")
+    file = paths.agent_credentials("main") / ".env"
+    file.parent.mkdir(parents=True)
+    file.write_text("API_KEY=from-the-user\n")
+    file.chmod(0o600)
+    assert agent_dotenv(paths, "main").values() == {"API_KEY": "from-the-user"}
+    file.chmod(0o640)  # the user's own file is still refused when others can read it
+    assert agent_dotenv(paths, "main").values() == {}

@@ -293,3 +293,44 @@ def test_agent_remove_keeps_state_unless_purged(home: Path) -> None:
     init(home)
     assert ductor(home, "agent", "remove", "main", "--purge").returncode == 0
     assert not (home / "state/main").exists()
+
+
+def test_doctor_calls_an_empty_token_file_empty_and_not_ok(home: Path) -> None:
+    init(home)
+    token = home / ".config/ductor/credentials/main/telegram-token"
+    token.write_text("\n")
+    result = ductor(home, "doctor", "main", "--json")
+    checks = json.loads(result.stdout)["checks"]
+    tokens = [c for c in checks if "telegram-token" in c["detail"]]
+    assert [(c["level"], c["detail"]) for c in tokens] == [("fail", f"{token} is empty")]
+    assert result.returncode == 1
+
+
+def test_doctor_calls_a_fifo_token_not_a_regular_file_and_does_not_hang(home: Path) -> None:
+    init(home)
+    token = home / ".config/ductor/credentials/main/telegram-token"
+    token.unlink()
+    os.mkfifo(token, 0o600)
+    result = ductor(home, "doctor", "main")  # a blocking open would hit the 60 s timeout
+    assert f"[XX] credentials main: {token} is not a regular file" in result.stdout
+    assert "telegram-token is missing" not in result.stdout
+    assert result.returncode != 0
+
+
+def test_a_doctor_warning_means_exit_1_and_never_everything_looks_fine(home: Path) -> None:
+    import io
+
+    from ductor.cli.context import Context
+    from ductor.cli.doctor import Check, Level, report
+    from ductor.paths import Mode, resolve
+
+    out = io.StringIO()
+    ctx = Context(paths=resolve(Mode.USER, env={"HOME": str(home)}), out=out)
+    warned = [Check("systemd", Level.OK, "252"), Check("lingering", Level.WARN, "off", "fix it")]
+    assert report(ctx, warned) == 1
+    assert "[!!] lingering: off" in out.getvalue()
+    assert "Everything looks fine" not in out.getvalue()
+    assert "1 problem(s) found." in out.getvalue()
+    out.truncate(0)
+    assert report(ctx, warned[:1]) == 0
+    assert "Everything looks fine." in out.getvalue()

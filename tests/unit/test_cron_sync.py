@@ -202,3 +202,29 @@ def test_a_line_systemd_rejects_refuses_the_job_before_anything_is_written(
         sync_jobs(paths, manager, "main")
     assert not unit_dir.exists()
     assert manager.calls == []
+
+
+def test_in_system_mode_each_run_gets_the_agents_env_from_the_manager(
+    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = tmp_path / "etc-systemd-system"
+    monkeypatch.setattr("ductor.cron.sync.unit_dir", lambda mode, env=None: units)
+    store = JobStore(paths.agent_state("main"))
+    store.add(job())
+    manager = FakeManager(Mode.SYSTEM)
+    sync_jobs(paths, manager, "main")
+    service = service_unit("main", "daily-news")
+    dropin = (units / f"{service}.d" / "10-ductor.conf").read_text()
+    env = paths.config_dir / "credentials" / "main" / ".env"
+    assert f"[Service]\nLoadCredential=dotenv:{env}\n" in dropin
+    store.remove("daily-news")
+    sync_jobs(paths, manager, "main")
+    assert not (units / f"{service}.d").exists()
+
+
+def test_user_units_read_the_env_themselves_and_get_no_service_dropin(
+    paths: Paths, unit_dir: Path
+) -> None:
+    JobStore(paths.agent_state("main")).add(job())
+    sync_jobs(paths, FakeManager(Mode.USER), "main")
+    assert not (unit_dir / f"{service_unit('main', 'daily-news')}.d").exists()

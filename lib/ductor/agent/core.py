@@ -26,7 +26,7 @@ from typing import Protocol
 
 from ductor import protocol
 from ductor.agent import recovery
-from ductor.agent.dotenv import DotEnv
+from ductor.agent.dotenv import agent_dotenv
 from ductor.agent.execute import Outcome, Turn, TurnEnv
 from ductor.agent.runner import ProcessRegistry
 from ductor.agent.sessions import SessionStore
@@ -102,7 +102,7 @@ class Agent:
         self.turns = TurnStore(self.state_dir)
         self.spool = Spool(paths.spool(name), served=config.outboxes)
         self.registry = ProcessRegistry()
-        self.dotenv = DotEnv(paths.agent_credentials(name) / ".env")
+        self.dotenv = agent_dotenv(paths, name)
         self.models = model_catalog(self.state_dir / "models", env=self.env)
         self.lanes: dict[str, Lane] = {}
         self.waiting: deque[Lane] = deque()  # lanes whose next turn waits for a free slot

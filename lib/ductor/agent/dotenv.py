@@ -12,6 +12,11 @@ span lines; single-quoted values are literal. Lines that are not ``NAME=value`` 
 skipped and reported by line number, never by content. :class:`DotEnv` re-reads the file
 when it changes, refuses one that others can read, and registers every value with the
 log masker.
+
+Where it is: ``CONFIG_DIR/credentials/AGENT/.env``. A unit that runs as another account
+than the file's owner (system mode: the ``ductor`` account, root's file) gets it from the
+manager instead, as ``LoadCredential=dotenv:...``; :func:`agent_dotenv` prefers that
+copy (``$CREDENTIALS_DIRECTORY/dotenv``), which systemd already made private to the unit.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import stat
 from pathlib import Path
 
 from ductor.log import register_secret
+from ductor.paths import Paths
 
 log = logging.getLogger(__name__)
 
 _ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=([ \t]*)(.*)\Z", re.DOTALL)
 _INLINE_COMMENT = re.compile(r"\s+#")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+DOTENV_FILE = ".env"
+DOTENV_CREDENTIAL = "dotenv"  # its name in $CREDENTIALS_DIRECTORY (LoadCredential=)
 
 
 def _closing_quote(body: str, quote: str) -> int | None:
@@ -105,8 +113,10 @@ class DotEnv:
     with an error in the log, since secrets others can read are no longer secret.
     """
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path, *, from_manager: bool = False) -> None:
         self.file = file
+        # A credential systemd handed to the unit: root's file, readable through an ACL.
+        self.from_manager = from_manager
         self._stamp: tuple[int, ...] | None = None
         self._values: dict[str, str] = {}
 
@@ -170,6 +180,8 @@ class DotEnv:
     def _refused(self, info: os.stat_result) -> bool:
         if not stat.S_ISREG(info.st_mode):
             self._refuse("not a regular file")
+        elif self.from_manager:
+            return False
         elif info.st_uid != os.geteuid():
             self._refuse(f"owned by uid {info.st_uid}, not by us (uid {os.geteuid()})")
         elif info.st_mode & 0o077:
@@ -178,3 +190,18 @@ class DotEnv:
         else:
             return False
         return True
+
+
+def dotenv_file(paths: Paths, agent: str) -> Path:
+    """Where the user keeps the agent's ``.env``."""
+    return paths.agent_credentials(agent) / DOTENV_FILE
+
+
+def agent_dotenv(paths: Paths, agent: str) -> DotEnv:
+    """The agent's ``.env`` as this process can read it: the copy the manager loaded for
+    the unit (``LoadCredential=``) where there is one, else the user's file."""
+    if paths.credentials_dir is not None:
+        loaded = paths.credentials_dir / DOTENV_CREDENTIAL
+        if loaded.exists():
+            return DotEnv(loaded, from_manager=True)
+    return DotEnv(dotenv_file(paths, agent))

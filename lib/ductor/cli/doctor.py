@@ -14,6 +14,7 @@ from pathlib import Path
 from ductor import agents, config
 from ductor.cli.context import Context
 from ductor.clipath import PROVIDER_COMMANDS, find_cli, logged_in, unit_path
+from ductor.config.secrets import MAX_SECRET_BYTES
 from ductor.errors import ConfigError, ExitCode
 from ductor.paths import Mode, systemd_version
 from ductor.units import Manager
@@ -164,6 +165,32 @@ def check_config(ctx: Context, names: list[str]) -> list[Check]:
     return checks
 
 
+def secret_file_problem(file: Path) -> str | None:
+    """Why ``file`` does not hold a usable secret ("is missing", "is empty", ...), or
+    None. A FIFO or a device is never opened: it could block or never end."""
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+            return "is not a regular file"
+        data = os.read(fd, MAX_SECRET_BYTES + 1)
+    finally:
+        os.close(fd)
+    if not data.strip():
+        return "is empty"
+    return None
+
+
 def check_credentials(ctx: Context, names: list[str]) -> list[Check]:
     checks = []
     me = os.getuid()
@@ -175,23 +202,38 @@ def check_credentials(ctx: Context, names: list[str]) -> list[Check]:
             continue
         needed = [config.TELEGRAM_TOKEN] if "telegram" in cfg.transports else []
         for key in needed:
-            if not (directory / key).is_file() and not (
-                ctx.paths.credentials_dir and (ctx.paths.credentials_dir / key).is_file()
-            ):
+            loaded = ctx.paths.credentials_dir and ctx.paths.credentials_dir / key
+            file = loaded if loaded and loaded.is_file() else directory / key
+            problem = secret_file_problem(file)
+            if problem is not None:
                 checks.append(
                     Check(
                         f"credentials {name}",
                         Level.FAIL,
-                        f"{directory / key} is missing",
-                        f"umask 077; $EDITOR {directory / key}",
+                        f"{file} {problem}",
+                        f"umask 077; $EDITOR {file}",
                     )
                 )
         if not directory.is_dir():
             continue
         for file in sorted(directory.iterdir()):
-            st = file.stat()
+            try:
+                st = file.stat()
+            except OSError as exc:
+                checks.append(Check(f"credentials {name}", Level.FAIL, f"{file}: {exc.strerror}"))
+                continue
             loose = stat.S_IMODE(st.st_mode) & 0o077
-            if loose or st.st_uid != me:
+            if not stat.S_ISREG(st.st_mode):
+                if file.name not in needed:  # a needed one is reported above
+                    checks.append(
+                        Check(
+                            f"credentials {name}",
+                            Level.FAIL,
+                            f"{file} is not a regular file",
+                            f"rm {file}, then write the secret into a plain file",
+                        )
+                    )
+            elif loose or st.st_uid != me:
                 checks.append(
                     Check(
                         f"credentials {name}",
@@ -200,8 +242,67 @@ def check_credentials(ctx: Context, names: list[str]) -> list[Check]:
                         f"chown {me} {file} && chmod 600 {file}",
                     )
                 )
-            else:
+            elif file.name not in needed or secret_file_problem(file) is None:
                 checks.append(Check(f"credentials {name}", Level.OK, f"{file.name}: mode 0600"))
+    return checks
+
+
+def wired_credentials(ctx: Context, name: str) -> list[tuple[str, str, Path]]:
+    """(unit, credential id, file) for each secret a unit of the agent reads in system
+    mode: the manager (root) reads it for the unit with ``LoadCredential=``, since the
+    unit's account cannot read root's credentials directory."""
+    from ductor.agent.dotenv import DOTENV_CREDENTIAL, dotenv_file
+    from ductor.cron.jobs import JobStore
+    from ductor.cron.sync import service_unit
+
+    cfg = config.load_agent_config(ctx.paths, name)
+    directory = ctx.paths.agent_credentials(name)
+    wanted: list[tuple[str, str, Path]] = []
+    if "telegram" in cfg.transports:
+        token = directory / config.TELEGRAM_TOKEN
+        wanted.append((f"ductor-telegram@{name}.service", config.TELEGRAM_TOKEN, token))
+    if "matrix" in cfg.transports:
+        password = directory / config.MATRIX_PASSWORD
+        wanted.append((f"ductor-matrix@{name}.service", config.MATRIX_PASSWORD, password))
+    env = dotenv_file(ctx.paths, name)
+    if env.exists():
+        wanted.append((f"ductor-agent@{name}.service", DOTENV_CREDENTIAL, env))
+        try:
+            jobs = JobStore(ctx.paths.agent_state(name)).load()
+        except ConfigError:
+            jobs = {}  # reported by the config checks
+        wanted += [(service_unit(name, job), DOTENV_CREDENTIAL, env) for job in sorted(jobs)]
+    return wanted
+
+
+def check_unit_credentials(ctx: Context, names: list[str]) -> list[Check]:
+    """System mode: can each unit read its secrets? Not what root can read (root reads
+    everything), but what the manager hands to the unit's account."""
+    if ctx.mode is not Mode.SYSTEM:
+        return []  # user units run as the user who owns the files (checked above)
+    checks: list[Check] = []
+    for name in names:
+        try:
+            wanted = wired_credentials(ctx, name)
+        except ConfigError:
+            continue
+        shown = ctx.manager.show([unit for unit, _, _ in wanted], ["LoadCredential"])
+        for (unit, key, file), props in zip(wanted, shown, strict=True):
+            wired = f"{key}:{file}" in props.get("LoadCredential", "")
+            checks.append(
+                Check(
+                    f"unit credentials {name}",
+                    Level.OK if wired else Level.FAIL,
+                    f"{unit} gets {file.name} as ${{CREDENTIALS_DIRECTORY}}/{key}"
+                    if wired
+                    else f"{unit} cannot read {file}: its account is not root and the"
+                    " manager does not hand it over (LoadCredential=)",
+                    ""
+                    if wired
+                    else f"./install.sh --system && ductor --system cron sync {name}"
+                    f" && systemctl restart {agents.target(name)}",
+                )
+            )
     return checks
 
 
@@ -283,20 +384,27 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         *check_linger(ctx.mode),
         *check_config(ctx, names),
         *check_credentials(ctx, names),
+        *check_unit_credentials(ctx, names),
         *check_clis(ctx, names),
         *check_units(ctx, names),
         *check_sockets(ctx, names),
     ]
-    failed = [c for c in checks if c.level is Level.FAIL]
+    return report(ctx, checks)
+
+
+def report(ctx: Context, checks: list[Check]) -> int:
+    """Print the checks; the exit code. A warning is a problem too: "Everything looks
+    fine" and exit 0 only when no check says otherwise."""
+    problems = [c for c in checks if c.level in (Level.FAIL, Level.WARN)]
     if ctx.json:
-        ctx.dump({"ok": not failed, "checks": [asdict(c) for c in checks]})
+        ctx.dump({"ok": not problems, "checks": [asdict(c) for c in checks]})
     else:
         for check in checks:
             ctx.print(f"[{MARK[check.level]}] {check.name}: {check.detail}")
             if check.fix and check.level in (Level.FAIL, Level.WARN):
                 ctx.print(f"     fix: {check.fix}")
         ctx.print()
-        ctx.print(f"{len(failed)} problem(s) found." if failed else "Everything looks fine.")
+        ctx.print(f"{len(problems)} problem(s) found." if problems else "Everything looks fine.")
     if any(c.name.startswith("config") and c.level is Level.FAIL for c in checks):
         return ExitCode.CONFIG
-    return ExitCode.FAILURE if failed else ExitCode.OK
+    return ExitCode.FAILURE if problems else ExitCode.OK

@@ -62,11 +62,7 @@ def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
         logging.getLogger("ductor").warning(
             "cron timers of %s not synced (%s); run `ductor cron sync %s`", name, exc, name
         )
-    units = [u for u in agents.wanted_units(ctx.paths, ctx.manager, name) if u.endswith(".service")]
-    props = ctx.manager.show(units, ["Id", "ActiveState", "CanReload"])
-    reloaded = [
-        p["Id"] for p in props if p.get("ActiveState") == "active" and p.get("CanReload") == "yes"
-    ]
+    reloaded = agents.reloadable_units(ctx.manager, name)
     if reloaded:
         ctx.manager.systemctl("reload", *reloaded)
     ctx.print(f"config of {name} is valid; reloaded: {', '.join(reloaded) or 'nothing running'}")

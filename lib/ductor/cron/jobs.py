@@ -192,7 +192,7 @@ class JobStore:
         if they changed (atomically, 0600)."""
         atomic.make_directories(self.state_dir)
         lock = self.state_dir / f".{FILE_NAME}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = atomic.open_lock_file(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             jobs = self.load()

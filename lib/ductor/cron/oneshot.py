@@ -119,7 +119,7 @@ async def run_cli(
     job: Job, agent: str, paths: Paths, agent_config: config.AgentConfig, folder: Path
 ) -> tuple[ExecutionStatus, str, str]:
     """(status, answer text, error text) of one fresh CLI run in the task folder."""
-    from ductor.agent.dotenv import DotEnv
+    from ductor.agent.dotenv import agent_dotenv
     from ductor.agent.runner import CliRun, RunSpec
     from ductor.agent.timeouts import TimeoutPolicy
     from ductor.providers import PermissionMode, Provider, TurnRequest
@@ -159,7 +159,7 @@ async def run_cli(
             topic_id=job.topic_id or None,
             transport=job.transport or None,
         ),
-        secrets=DotEnv(paths.agent_credentials(agent) / ".env").values(),
+        secrets=agent_dotenv(paths, agent).values(),
         policy=TimeoutPolicy.from_config(agent_config.timeouts, agent_config.timeouts.oneshot),
         temp_dir=temp,
     )
@@ -240,8 +240,23 @@ def run_job(agent: str, job_name: str, paths: Paths) -> int:
     return 0
 
 
+def main_user_routing(agent_config: config.AgentConfig, origin: str) -> Routing:
+    """The main user's private chat (the first allowed Telegram user), else a broadcast
+    on the agent's first transport: where a report goes when its job cannot be read."""
+    transport = TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
+    users = agent_config.telegram.allowed_user_ids
+    if transport == "tg" and users:
+        return Routing(transport=transport, chat_id=users[0], origin=origin)
+    return Routing(transport=transport, broadcast=True, origin=origin)
+
+
 def report_failure(unit: str, paths: Paths) -> int:
-    """``OnFailure=`` of a cron run: the unit itself failed (killed, crashed)."""
+    """``OnFailure=`` of a cron run: the unit itself failed (killed, crashed, or it could
+    not read what it needed).
+
+    The report never depends on what may have failed: an unreadable or broken job file
+    or agent config sends it to the main user's chat, with the reason.
+    """
     from ductor.units import Manager
 
     instance = unit.split("@", 1)[1].rsplit(".", 1)[0] if "@" in unit else ""
@@ -252,27 +267,47 @@ def report_failure(unit: str, paths: Paths) -> int:
     props = Manager(paths.mode).show([unit], ["Result", "ExecMainStatus", "ExecMainCode"])
     detail = props[0] if props else {}
     result = detail.get("Result", "unknown")
-    agent_config = config.load_agent_config(paths, agent)
+    problems: list[str] = []
+    try:
+        agent_config = config.load_agent_config(paths, agent)
+    except ConfigError as exc:
+        agent_config = config.AgentConfig()
+        problems.append(str(exc))
+    job: Job | None = None
     try:
         job = JobStore(paths.agent_state(agent)).get(job_name)
     except UsageError:
         log.warning("failed unit %s belongs to no job any more", unit)
         return 0
+    except (ConfigError, OSError) as exc:
+        problems.append(str(exc))
+    title = (job.title or job.name) if job is not None else f"cron job {job_name}"
     text = (
-        f"**{job.title or job.name}**: the cron run failed ({result}"
+        f"**{title}**: the cron run failed ({result}"
         f", status {detail.get('ExecMainStatus', '?')}). See `ductor logs {agent}`."
+    )
+    if problems:
+        text += "\n\nIt could not read what it needs: " + "; ".join(problems)
+    origin = f"cron job {job_name}"
+    routing = (
+        routing_for(job, agent_config)
+        if job is not None
+        else main_user_routing(agent_config, origin)
     )
     Spool(paths.spool(agent), served=agent_config.outboxes).post(
         Envelope.create(
             agent=agent,
             kind=Kind.CRON,
-            envelope_id=f"cron-failed-{job.name}-{os.environ.get('INVOCATION_ID', 'x')}"[:128],
-            routing=routing_for(job, agent_config),
-            payload=Payload(text=text, metadata={"job": job.name}),
+            envelope_id=f"cron-failed-{job_name}-{os.environ.get('INVOCATION_ID', 'x')}"[:128],
+            routing=routing,
+            payload=Payload(text=text, metadata={"job": job_name}),
             execution=Execution(status=ExecutionStatus.ERROR, error=result, finished_at=now_utc()),
         )
     )
-    record_run(paths.agent_state(agent), job.name, last_status=f"unit_failed:{result}")
+    try:
+        record_run(paths.agent_state(agent), job_name, last_status=f"unit_failed:{result}")
+    except OSError as exc:  # reported above; the record is a nicety
+        log.warning("could not record the failed run of %s: %s", job_name, exc)
     return 0
 
 

@@ -8,6 +8,11 @@ run in progress is never stopped by a reschedule, an edit or a removal.
 
 Every calendar line is checked with ``systemd-analyze calendar`` before it is written,
 so a translation systemd would reject never reaches a unit file.
+
+In system mode each job's service gets a drop-in too: the agent's ``.env`` as
+``LoadCredential=dotenv:...``, read by the manager (root) for the run, which cannot
+read root's credentials directory itself. systemd has no specifier for the AGENT part
+of ``AGENT:JOB``, so the template cannot name the file.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from ductor import calendar as cron_calendar
 from ductor.cron.jobs import Job, JobStore
 from ductor.errors import UsageError
-from ductor.paths import Paths
+from ductor.paths import Mode, Paths
 from ductor.units import (
     Manager,
     analyze_calendar,
@@ -102,9 +107,16 @@ class SyncReport:
         }
 
 
-def scheduled_jobs(directory: Path, agent: str) -> dict[str, str]:
-    """Job name → timer unit, for every timer of ``agent`` that has our drop-in."""
-    prefix, _, suffix = TIMER_TEMPLATE.partition("@")
+def service_dropin(paths: Paths, agent: str) -> str:
+    """The ``[Service]`` drop-in of a job's run in system mode: the agent's ``.env``."""
+    from ductor.agent.dotenv import DOTENV_CREDENTIAL, dotenv_file
+
+    return f"[Service]\nLoadCredential={DOTENV_CREDENTIAL}:{dotenv_file(paths, agent)}\n"
+
+
+def scheduled_jobs(directory: Path, agent: str, template: str = TIMER_TEMPLATE) -> dict[str, str]:
+    """Job name → unit, for every unit of ``template`` of ``agent`` that has our drop-in."""
+    prefix, _, suffix = template.partition("@")
     start = f"{prefix}@{instance(agent)}:"
     end = f"{suffix}.d"
     found: dict[str, str] = {}
@@ -141,16 +153,23 @@ def sync_jobs(paths: Paths, manager: Manager, agent: str) -> SyncReport:
         check_calendar(job, default_timezone, known=known)
         dropins[job.name] = timer_dropin(job, default_timezone)
     wanted = {name: job.enabled for name, job in jobs.items()}
-    return _apply(manager, agent, dropins, wanted)
+    services = {}
+    if manager.mode is Mode.SYSTEM:
+        services = dict.fromkeys(jobs, service_dropin(paths, agent))
+    return _apply(manager, agent, dropins, wanted, services)
 
 
 def unschedule_all(manager: Manager, agent: str) -> SyncReport:
     """Disable every timer of ``agent`` and delete their drop-ins (the agent is going)."""
-    return _apply(manager, agent, {}, {})
+    return _apply(manager, agent, {}, {}, {})
 
 
 def _apply(
-    manager: Manager, agent: str, dropins: Mapping[str, str], wanted: Mapping[str, bool]
+    manager: Manager,
+    agent: str,
+    dropins: Mapping[str, str],
+    wanted: Mapping[str, bool],
+    services: Mapping[str, str],
 ) -> SyncReport:
     report = SyncReport(agent)
     directory = unit_dir(manager.mode)
@@ -164,6 +183,13 @@ def _apply(
     }
     for unit in sorted(stale.values()):
         if remove_dropin(directory, unit, DROPIN_NAME):
+            report.removed.append(unit)
+    for name in sorted(services):
+        unit = service_unit(agent, name)
+        if write_dropin(directory, unit, services[name], command=command, name=DROPIN_NAME):
+            report.written.append(unit)
+    for name, unit in sorted(scheduled_jobs(directory, agent, SERVICE_TEMPLATE).items()):
+        if name not in services and remove_dropin(directory, unit, DROPIN_NAME):
             report.removed.append(unit)
     if report.written or report.removed:
         manager.daemon_reload()

@@ -29,6 +29,7 @@ from pathlib import Path
 from ductor.atomic import (
     fsync_directory,
     fsync_file,
+    open_lock_file,
     remove_stale_temp_files,
     replace_file,
     write_temp_file,
@@ -425,9 +426,7 @@ class Queue(QueueDirectory):
 
     def _open_lock(self) -> int:
         if self._lock_fd is None:
-            self._lock_fd = os.open(
-                self.path / READER_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
+            self._lock_fd = open_lock_file(self.path / READER_LOCK_NAME)
         return self._lock_fd
 
     def _hold_reader_lock(self, *, downgrade: bool = False) -> None:
