@@ -303,8 +303,8 @@ class Agent:
             if job.done is not None and not job.done.done():
                 job.done.set_result(outcome)
             return
-        if record.recovery and record.recovery_reason:
-            outcome.notice = recovery.notice_for(record.recovery_reason)
+        # A recovered turn's chat was told when the recovery began (recovery.recover):
+        # its answer does not say it again.
         self.deliver(job, outcome)
         if job.done is not None and not job.done.done():
             job.done.set_result(outcome)

@@ -33,8 +33,10 @@ from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
 from ductor.transports.telegram import media
+from ductor.transports.telegram.answer import LongAnswers, summarise
 from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
-from ductor.transports.telegram.formatting import MESSAGE_LIMIT, markdown_to_html, split_html
+from ductor.transports.telegram.formatting import markdown_to_html
+from ductor.transports.telegram.inflight import InflightTurns
 from ductor.transports.telegram.ingress import Action, Incoming, classify
 from ductor.transports.telegram.outbox import OutboxDrain
 from ductor.transports.telegram.reactions import SEEN, THINKING, StatusReaction
@@ -47,7 +49,6 @@ log = logging.getLogger("ductor.telegram")
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
 TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the groups the bot is in
-SUMMARY_CHARS = 300  # at most this much of a long answer is shown above its document
 MENU = (
     ("new", "Fresh session with the default model"),
     ("reset", "Fresh session with the current model"),
@@ -104,6 +105,7 @@ class TelegramTransport:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.offset = Offset(state / "offset.json").load()
         self.chats = ChatActivity(state)
+        self.inflight = InflightTurns(state)  # what the chat shows of unfinished turns
         self.topics = TopicNames()
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
@@ -177,8 +179,11 @@ class TelegramTransport:
             main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
             chat_allowed=lambda chat: self.config.telegram.allows_chat(chat),
             file_allowed=self.file_allowed,
+            inflight=self.inflight,
+            long_answers=self.long_answers(),
         )
         drain.spool = spool
+        await self.clear_left_reactions()
         self.notifier.status(self.status_line())
         log.info("polling as @%s for agent %s", self.username, self.name)
         background = [
@@ -195,6 +200,18 @@ class TelegramTransport:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
+
+    async def clear_left_reactions(self) -> None:
+        """Remove the status reactions a previous run left on the messages of turns it
+        did not finish (their answers come through the outbox)."""
+        for left in self.inflight.all():
+            if left.user_message is not None and not left.shown:
+                with contextlib.suppress(DuctorError):
+                    await self.sender.react(left.chat_id, left.user_message, None)
+
+    def long_answers(self) -> LongAnswers:
+        directory = self.paths.agent_state(self.name) / "telegram" / "tmp"
+        return LongAnswers(self.config.streaming.max_messages, directory)
 
     async def poll(self, stop: asyncio.Event) -> None:
         delay = 1.0
@@ -424,10 +441,23 @@ class TelegramTransport:
         if incoming.action is Action.BUTTON:
             await self.mark_choice(incoming)
         options = StreamOptions.from_config(self.config.streaming, self.config.scene)
-        editor = StreamEditor(
-            self.sender, chat, thread_id=thread, reply_to=reply_to, options=options
-        )
+        # Kept on disk until the answer is shown, so that a restart can finish the turn.
+        turn = first.get_str("turn") or first.get_str("entry")
         indicator: int | None = None
+
+        def in_chat(ids: list[int]) -> None:
+            self.inflight.messages(turn, [*ids, *([indicator] if indicator else [])])
+
+        if turn:
+            self.inflight.begin(turn, chat, thread_id=thread, user_message=reply_to)
+        editor = StreamEditor(
+            self.sender,
+            chat,
+            thread_id=thread,
+            reply_to=reply_to,
+            options=options,
+            on_messages=in_chat if turn else None,
+        )
         reaction = await self.react_on_receipt(incoming)
         typing = asyncio.create_task(self.keep_typing(chat, thread))
         try:
@@ -437,15 +467,19 @@ class TelegramTransport:
                     reaction.on_event(event)
                 if event.type is EventType.QUEUED:
                     indicator = await self.show_queued(incoming, event)
+                    in_chat(editor.in_chat)
                 elif event.type is EventType.ACCEPTED:
                     if reaction is not None:
                         reaction.want(THINKING)
                     await self.drop_indicator(chat, indicator)
                     indicator = None
+                    in_chat(editor.in_chat)
                 elif event.type is EventType.FINAL:
                     await self.show_final(incoming, editor, event)
                     await self.send_files(incoming, event)
+                    self.inflight.shown(turn, editor.in_chat)
                     await self.ack(exchange, event)
+                    self.inflight.end(turn)
                 elif event.type is EventType.ERROR:
                     if indicator is not None and event.get_str("kind") in (
                         "discarded",
@@ -458,6 +492,7 @@ class TelegramTransport:
                             )
                     else:
                         await editor.fail(event)
+                    self.inflight.end(turn)
                 else:
                     await editor.on_event(event)
                 event = await exchange.next_event()
@@ -489,39 +524,26 @@ class TelegramTransport:
         """The final answer as messages; one longer than ``streaming.max_messages``
         messages as a short summary with the full Markdown attached as a document."""
         streaming = self.config.streaming
-        limit = streaming.max_messages
+        long_answers = self.long_answers()
         if (
-            not limit
-            or (streaming.append_mode and streaming.enabled)
+            (streaming.append_mode and streaming.enabled)
             or final.get_bool("is_error")
-            or len(final.text) <= MESSAGE_LIMIT
-            or len(split_html(markdown_to_html(final.text))) <= limit
+            or not long_answers.too_long(final.text)
         ):
             await editor.finish(final)
             return
         summary = Event(final.type, final.request_id, {**final.data, "text": summarise(final.text)})
         await editor.finish(summary)
-        if not await self.send_answer_file(incoming, final):
-            await editor.finish(final)  # the summary becomes the whole answer after all
-
-    async def send_answer_file(self, incoming: Incoming, final: Event) -> bool:
-        """Send ``final``'s text as ``answer-<turn>.md``; whether Telegram took it."""
-        directory = self.paths.agent_state(self.name) / "telegram" / "tmp"
         turn = final.get_str("turn") or final.request_id
-        path = directory / media.safe_name(f"answer-{turn}.md", fallback="answer.md")
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.write_text(final.text, encoding="utf-8")
-            await self.sender.send_file(incoming.chat_id, path, thread_id=incoming.thread_id)
-        except (DuctorError, OSError) as exc:
-            log.warning(
-                "could not send a long answer as a file to chat %s: %s", incoming.chat_id, exc
-            )
-            return False
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-        return True
+        sent = await long_answers.send_document(
+            self.sender,
+            incoming.chat_id,
+            final.text,
+            name=f"answer-{turn}.md",
+            thread_id=incoming.thread_id,
+        )
+        if sent is None:
+            await editor.finish(final)  # the summary becomes the whole answer after all
 
     async def ack(self, exchange: AsyncExchange, event: Event) -> None:
         await agentlink.ack(exchange, event)
@@ -612,16 +634,6 @@ class TelegramTransport:
             with contextlib.suppress(DuctorError):
                 await self.sender.chat_action(chat, thread)
             await asyncio.sleep(TYPING_EVERY)
-
-
-def summarise(text: str) -> str:
-    """The first paragraph of a long answer, at most ``SUMMARY_CHARS`` of it, and a
-    note that the whole answer is attached."""
-    first = text.strip().split("\n\n", 1)[0].strip()
-    if len(first) > SUMMARY_CHARS:
-        cut = first.rfind(" ", 0, SUMMARY_CHARS)
-        first = first[: cut if cut > SUMMARY_CHARS // 2 else SUMMARY_CHARS].rstrip() + " …"
-    return f"{first}\n\n_Full answer attached ({len(text)} characters)._"
 
 
 def _escape(text: str) -> str:

@@ -24,6 +24,16 @@ file of ``payload.files``, as a photo where Telegram takes it as one. A file tha
 missing, not allowed (``file_allowed``) or too big to upload is replaced by a short
 note instead of failing the envelope, because retrying would not change that.
 
+A text that would need more than ``streaming.max_messages`` messages is sent as a short
+summary plus the whole Markdown as a ``.md`` document, as a live answer is
+(:class:`~ductor.transports.telegram.answer.LongAnswers`).
+
+The answer of a turn (``metadata.turn``, ``metadata.reply_to``) is a reply to the user's
+message, as a live one is. When the transport or the agent died while that turn was
+shown (:mod:`~ductor.transports.telegram.inflight`), the complete answer is sent and
+the partial messages left in the chat are deleted; when the answer was shown in full and
+only its acknowledgement was lost, nothing is sent again.
+
 Exactly once: an envelope whose delivery is already recorded is finished without being
 sent again, whether :meth:`~ductor.spool.Queue.recover` finds it in ``cur/`` after a
 crash or it comes up in ``new/``.
@@ -32,6 +42,7 @@ crash or it comes up in ``new/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 from collections.abc import Callable, Sequence
@@ -43,7 +54,9 @@ from typing import TYPE_CHECKING
 from ductor.errors import DuctorError
 from ductor.spool import Delivery, Envelope, Kind, Queue, Routing
 from ductor.transports.drain import DrainLoop, rerouted_reason
+from ductor.transports.telegram.answer import LongAnswers, summarise
 from ductor.transports.telegram.formatting import markdown_to_html, split_html
+from ductor.transports.telegram.inflight import InflightTurn, InflightTurns
 from ductor.transports.telegram.media import is_photo
 
 if TYPE_CHECKING:
@@ -123,6 +136,8 @@ class OutboxDrain(DrainLoop):
         known_chat: Callable[[int], bool] = lambda chat: True,
         chat_allowed: Callable[[int], bool] | None = None,
         file_allowed: Callable[[Path], bool] = lambda path: True,
+        inflight: InflightTurns | None = None,
+        long_answers: LongAnswers | None = None,
     ) -> None:
         self.queue = queue
         self.sender = sender
@@ -132,6 +147,8 @@ class OutboxDrain(DrainLoop):
         # The live allowlists (a reload changes them); by default the allowed users' chats.
         self.chat_allowed = chat_allowed or (lambda chat: chat in self.allowed_user_ids)
         self.file_allowed = file_allowed
+        self.inflight = inflight
+        self.long_answers = long_answers
 
     # -- one pass (the waiting loop is DrainLoop.run) -------------------------------
 
@@ -212,7 +229,7 @@ class OutboxDrain(DrainLoop):
             reason = f"{_where(routing)} is unknown to the bot or was left"
         else:
             try:
-                return Sent(await self._send(envelope, chat, thread))
+                return Sent(await self._answer(envelope, chat, thread))
             except DuctorError as exc:
                 if not is_gone(exc):
                     raise
@@ -265,19 +282,87 @@ class OutboxDrain(DrainLoop):
             log.warning("envelope %s: user %s gets a copy later: %s", envelope.id, user, error)
         return message_ids
 
+    async def _answer(self, envelope: Envelope, chat: int, thread: int | None) -> list[int]:
+        """Send ``envelope`` to the chat it was meant for: a turn's answer replies to the
+        user's message and takes the place of what a dead stream left of it."""
+        metadata = envelope.payload.metadata
+        turn = metadata.get("turn")
+        left = self._left_behind(turn, chat) if isinstance(turn, str) else None
+        if left is not None and left.shown and self.inflight is not None:
+            log.info("envelope %s: its answer is in the chat already", envelope.id)
+            self.inflight.end(left.turn)
+            return list(left.messages)
+        reply_to = _as_int(metadata.get("reply_to") or None)
+        if reply_to is None and left is not None:
+            reply_to = left.user_message
+        message_ids = await self._send(envelope, chat, thread, reply_to=reply_to)
+        if left is not None and self.inflight is not None:
+            for message_id in left.messages:
+                if message_id not in message_ids:
+                    with contextlib.suppress(DuctorError):
+                        await self.sender.delete(chat, message_id)
+            self.inflight.end(left.turn)
+        return message_ids
+
+    def _left_behind(self, turn: str, chat: int) -> InflightTurn | None:
+        left = self.inflight.get(turn) if self.inflight is not None and turn else None
+        return left if left is not None and left.chat_id == chat else None
+
     async def _send(
-        self, envelope: Envelope, chat: int, thread: int | None, *, note: str = ""
+        self,
+        envelope: Envelope,
+        chat: int,
+        thread: int | None,
+        *,
+        note: str = "",
+        reply_to: int | None = None,
     ) -> list[int]:
         payload = envelope.payload
+        text = payload.text
+        long_answers = self.long_answers
+        whole = long_answers is not None and long_answers.too_long(text)
+        if whole:
+            text = summarise(text)
+        message_ids = await self._send_text(
+            envelope, chat, thread, text, note=note, reply_to=reply_to
+        )
+        if whole and long_answers is not None:
+            turn = payload.metadata.get("turn")
+            name = f"answer-{turn}.md" if isinstance(turn, str) and turn else f"{envelope.id}.md"
+            document = await long_answers.send_document(
+                self.sender, chat, payload.text, name=name, thread_id=thread
+            )
+            if document is None:  # the whole text as messages after all: nothing is lost
+                message_ids += await self._send_text(envelope, chat, thread, payload.text)
+            else:
+                message_ids.append(document)
+        for path in payload.files:
+            message_ids.append(await self._send_file(chat, thread, Path(path)))
+        if not message_ids:
+            log.warning("envelope %s has nothing to send", envelope.id)
+        return message_ids
+
+    async def _send_text(
+        self,
+        envelope: Envelope,
+        chat: int,
+        thread: int | None,
+        text: str,
+        *,
+        note: str = "",
+        reply_to: int | None = None,
+    ) -> list[int]:
+        """``text`` (Markdown) under the note and header, the buttons on its last piece."""
         parts = []
         if note:
             parts.append(f"<i>{html.escape(note, quote=False)}</i>")
         header = self._header(envelope)
         if header:
             parts.append(f"<b>{html.escape(header, quote=False)}</b>")
-        if payload.text.strip():
-            parts.append(markdown_to_html(payload.text))
+        if text.strip():
+            parts.append(markdown_to_html(text))
         chunks = split_html("\n\n".join(parts)) if parts else []
+        payload = envelope.payload
         rows: Rows = [[(button.label, button.data) for button in row] for row in payload.buttons]
         if rows and not chunks:
             chunks = [EMPTY_TEXT_WITH_BUTTONS]
@@ -286,13 +371,13 @@ class OutboxDrain(DrainLoop):
             last = index == len(chunks) - 1
             message_ids.append(
                 await self.sender.send_text(
-                    chat, chunk, thread_id=thread, buttons=rows if last and rows else None
+                    chat,
+                    chunk,
+                    thread_id=thread,
+                    reply_to=reply_to if index == 0 else None,
+                    buttons=rows if last and rows else None,
                 )
             )
-        for path in payload.files:
-            message_ids.append(await self._send_file(chat, thread, Path(path)))
-        if not message_ids:
-            log.warning("envelope %s has nothing to send", envelope.id)
         return message_ids
 
     def _header(self, envelope: Envelope) -> str:

@@ -20,6 +20,7 @@ import contextlib
 import html
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ductor.config import SceneConfig, StreamingConfig
@@ -186,6 +187,7 @@ class StreamEditor:
         thread_id: int | None,
         reply_to: int | None,
         options: StreamOptions,
+        on_messages: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.sender = sender
         self.chat_id = chat_id
@@ -200,6 +202,10 @@ class StreamEditor:
         self._deferred: asyncio.Task[None] | None = None
         self._broken = False  # an edit failed for good: no more live edits
         self._sent_any = False  # the first message of the turn replies to the user's
+        # Every message of the turn now in the chat, told to ``on_messages`` as it changes
+        # (the transport keeps them so that a restart can finish what it began).
+        self._in_chat: list[int] = []
+        self._on_messages = on_messages
         # append mode
         self._buffer = ""
         self._sent_text = ""
@@ -209,6 +215,15 @@ class StreamEditor:
     @property
     def message_ids(self) -> list[int]:
         return [shown.message_id for shown in self._shown if shown.message_id]
+
+    @property
+    def in_chat(self) -> list[int]:
+        """Every message this turn has sent and not deleted, oldest first."""
+        return list(self._in_chat)
+
+    def _in_chat_changed(self) -> None:
+        if self._on_messages is not None:
+            self._on_messages(list(self._in_chat))
 
     # -- events while the turn runs -----------------------------------------------------
 
@@ -328,6 +343,8 @@ class StreamEditor:
             self.chat_id, content, thread_id=self.thread_id, reply_to=reply_to, buttons=buttons
         )
         self._sent_any = True
+        self._in_chat.append(message_id)
+        self._in_chat_changed()
         return _Shown(message_id, content, buttons)
 
     async def _edit(
@@ -410,6 +427,9 @@ class StreamEditor:
         # Should the delete fail, a stale message stays; the answer is complete anyway.
         with contextlib.suppress(SendError):
             await self.sender.delete(self.chat_id, message_id)
+            if message_id in self._in_chat:
+                self._in_chat.remove(message_id)
+                self._in_chat_changed()
 
     # -- append mode --------------------------------------------------------------------
 
