@@ -45,8 +45,10 @@ def emojis(stub: TelegramStub, message: int) -> list[str]:
 def wait_for_partial_answer(stub: TelegramStub, message: int) -> None:
     """Until the chat shows part of the answer and the thinking reaction."""
     stub.wait_for(
-        lambda: any(str(m["plain_text"]).startswith("One two") for m in shown(stub))
-        and THINKING in emojis(stub, message),
+        lambda: (
+            any(str(m["plain_text"]).startswith("One two") for m in shown(stub))
+            and THINKING in emojis(stub, message)
+        ),
         timeout=30,
     )
     [partial] = shown(stub)
