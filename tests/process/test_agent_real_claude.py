@@ -6,6 +6,7 @@ One end-to-end turn, one resumed turn and one interrupted turn, as a user of
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.process.agent_proc import AgentProcess, final, texts
 from tests.process.conftest import claude_env
+from tests.process.test_real_claude import cut_every_stream_halfway
 from tests.stubs.anthropic_api import AnthropicStub
 
 from ductor import protocol
@@ -25,17 +27,24 @@ transports = []
 """
 
 
+def start_agent(
+    real_claude: Path, stub: AnthropicStub, tmp_path: Path, config: str = CONFIG
+) -> AgentProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").symlink_to(real_claude)
+    env = claude_env(stub, tmp_path / "home")
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    process = AgentProcess(tmp_path, config=config, extra_env=env)
+    process.start()
+    return process
+
+
 @pytest.fixture
 def agent(
     real_claude: Path, anthropic_stub: AnthropicStub, tmp_path: Path
 ) -> Iterator[AgentProcess]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "claude").symlink_to(real_claude)
-    env = claude_env(anthropic_stub, tmp_path / "home")
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    process = AgentProcess(tmp_path, config=CONFIG, extra_env=env)
-    process.start()
+    process = start_agent(real_claude, anthropic_stub, tmp_path)
     yield process
     process.stop()
 
@@ -92,3 +101,60 @@ def test_interrupt_stops_the_real_cli_and_keeps_its_session(
     assert end.get_str("session_id")
     assert after.get_str("session_id") == end.get_str("session_id")
     assert after.text.startswith("ECHO: go on")
+
+
+def test_a_timeout_of_the_real_cli_ends_with_the_timeout_message_and_its_duration(
+    real_claude: Path, anthropic_stub: AnthropicStub, tmp_path: Path
+) -> None:
+    anthropic_stub.set_behaviour("stall")
+    timeouts = "[timeouts]\nnormal = 4\nwarning_intervals = [2]\nextend_on_activity = false\n"
+    process = start_agent(real_claude, anthropic_stub, tmp_path, CONFIG + timeouts)
+    try:
+        events = process.message("hello")
+    finally:
+        process.stop()
+    statuses = [e.text for e in events if e.type is protocol.EventType.STATUS]
+    assert "Timeout in 2 s" in statuses
+    end = final(events)
+    assert end.get_bool("is_error")
+    assert end.get_str("error_kind") == "timeout"
+    assert "**Timeout**" in end.text and "stopped after 4 s" in end.text, end.text
+
+
+def test_an_answer_cut_mid_stream_reaches_the_chat_exactly_once(
+    agent: AgentProcess, anthropic_stub: AnthropicStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut_every_stream_halfway(monkeypatch)
+    events = agent.message("hello")
+    end = final(events)
+    assert not end.get_bool("is_error"), end.text
+    assert texts(events) == "ECHO: hello"
+    assert end.text == "ECHO: hello"
+
+
+def argv_of_every_process() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
+
+
+def test_no_local_user_can_read_the_prompt_or_the_memory_in_any_argv(
+    agent: AgentProcess, anthropic_stub: AnthropicStub
+) -> None:
+    anthropic_stub.set_behaviour("stall")
+    (agent.workspace / "memory_system" / "MAINMEMORY.md").write_text("The cat is Ziggy.\n")
+    prompt = "my private question about the merger"
+    results: dict[str, list[protocol.Event]] = {}
+    turn = threading.Thread(target=lambda: results.update(turn=agent.message(prompt)))
+    turn.start()
+    anthropic_stub.wait_for_requests(1, timeout=30)
+    everything = argv_of_every_process()
+    final(agent.message("/interrupt"))
+    turn.join(30)
+    assert any("--include-partial-messages" in argv for argv in everything)  # the CLI ran
+    assert not [argv for argv in everything if prompt in argv or "Ziggy" in argv]
+    body = str(anthropic_stub.requests[0])
+    assert prompt in body and "Ziggy" in body  # the model got both

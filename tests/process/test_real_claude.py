@@ -22,11 +22,13 @@ from typing import IO, Any, TypeVar
 
 import pytest
 from tests.process.conftest import claude_env
+from tests.stubs import anthropic_api
 from tests.stubs.anthropic_api import (
     ECHO_PREFIX,
     TOOL_ANSWER_PREFIX,
     TOOL_PREAMBLE,
     AnthropicStub,
+    ClientGone,
     last_user_text,
 )
 
@@ -393,3 +395,56 @@ def test_system_prompt_file_is_added_to_the_system_prompt(
     system = anthropic_stub.requests[0].get("system")
     assert isinstance(system, list), system
     assert any("The user's cat is called Ziggy." in block.get("text", "") for block in system)
+
+
+def test_the_prompt_reaches_the_model_through_stdin_and_is_in_no_argv(
+    claude: ClaudeRunner, anthropic_stub: AnthropicStub
+) -> None:
+    anthropic_stub.set_behaviour("stall")
+    prompt = "my private question about the merger"
+    seen: list[str] = []
+
+    def on_events(events: list[Event], controls: Controls) -> None:
+        if any(isinstance(e, Status) and e.status is StatusKind.REQUESTING for e in events):
+            anthropic_stub.wait_for_requests(1, timeout=10)
+            cmdline = Path(f"/proc/{controls.process.pid}/cmdline").read_bytes()
+            seen.append(cmdline.replace(b"\0", b" ").decode())
+            controls.interrupt()
+
+    turn = claude.run(TurnRequest(prompt=prompt, model=MODEL), on_events=on_events)
+
+    assert seen, turn.describe()
+    assert "--include-partial-messages" in seen[0]  # the running CLI's own argv
+    assert prompt not in seen[0]
+    assert last_user_text(anthropic_stub.requests[0]) == prompt
+
+
+def cut_every_stream_halfway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed answers break off halfway with an SSE ``error`` event, as when the API is
+    overloaded mid-answer; Claude Code then asks again without streaming, and the stub
+    answers that request in full."""
+
+    def stream_block(self: Any, index: int, block: dict[str, Any], behaviour: object) -> None:
+        half = block["text"][: len(block["text"]) // 2]
+        self._event("content_block_start", {"index": index, "content_block": {"type": "text"}})
+        delta = {"type": "text_delta", "text": half}
+        self._event("content_block_delta", {"index": index, "delta": delta})
+        self._event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+        self._write_chunk(b"")
+        raise ClientGone
+
+    monkeypatch.setattr(anthropic_api._Handler, "_stream_block", stream_block)
+
+
+def test_an_answer_cut_mid_stream_and_asked_again_is_shown_exactly_once(
+    claude: ClaudeRunner, anthropic_stub: AnthropicStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut_every_stream_halfway(monkeypatch)
+
+    turn = claude.run(TurnRequest(prompt="hello", model=MODEL))
+
+    assert turn.exit_code == 0, turn.describe()
+    assert [r.get("stream") for r in anthropic_stub.requests] == [True, False]
+    assert turn.text == "ECHO: hello", turn.describe()
+    assert turn.result.text == "ECHO: hello"
+    assert not turn.all(Error)

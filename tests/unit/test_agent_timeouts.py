@@ -182,7 +182,15 @@ def test_policy_from_config_takes_the_configured_warnings_and_extensions() -> No
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(9.6, "10 s"), (59.9, "1 min"), (60, "1 min"), (150, "2 min 30 s"), (-1, "0 s")],
+    [
+        (9.6, "10 s"),
+        (25, "25 s"),
+        (59.9, "1 min"),
+        (60, "1 min"),
+        (90, "1 min 30 s"),
+        (150, "2 min 30 s"),
+        (-1, "0 s"),
+    ],
 )
 def test_durations_read_as_minutes_and_seconds(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -187,6 +187,73 @@ def test_a_final_marked_as_error_exits_1_after_showing_its_text(serve: Any) -> N
     assert result.stdout == "The CLI crashed.\n"
 
 
+def test_an_error_after_streamed_text_is_still_shown_and_exits_1(serve: Any) -> None:
+    def timed_out(data: dict[str, Any], send: Send) -> None:
+        if data["type"] != "message":
+            return
+        rid = data["id"]
+        send(
+            Events.accepted(rid, "t-1", data["session"]),
+            Events.text(rid, "Streaming slowly..."),
+            Events.status(rid, "timeout_warning", "Timeout in 10 s"),
+            Events.final(
+                rid,
+                text="**Timeout** ─── [flash] The CLI was stopped after 25 s.",
+                turn="t-1",
+                is_error=True,
+            ),
+        )
+
+    agent = serve(timed_out)
+    result = chat(agent.path.parents[1], "-m", "stream slowly")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "Streaming slowly...",
+        "[Timeout in 10 s]",
+        "**Timeout** ─── [flash] The CLI was stopped after 25 s.",
+    ]
+
+
+def test_a_notice_after_streamed_text_is_shown(serve: Any) -> None:
+    def restored(data: dict[str, Any], send: Send) -> None:
+        rid = data["id"]
+        send(
+            Events.text(rid, "ECHO: again"),
+            Events.final(
+                rid,
+                text="ECHO: again",
+                notice="The previous session could not be restored; a new session was started"
+                " automatically.",
+            ),
+        )
+
+    agent = serve(restored)
+    result = chat(agent.path.parents[1], "-m", "again")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ECHO: again",
+        "The previous session could not be restored; a new session was started automatically.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stopped", "note"),
+    [
+        ("stop", "[turn stopped: the answer above is incomplete]"),
+        ("interrupt", "[turn interrupted: the answer above is incomplete]"),
+    ],
+)
+def test_a_stopped_turn_ends_with_a_note_and_exits_1(serve: Any, stopped: str, note: str) -> None:
+    def stopped_turn(data: dict[str, Any], send: Send) -> None:
+        rid = data["id"]
+        send(Events.text(rid, "Counting: 1 2"), Events.final(rid, text="", stopped=stopped))
+
+    agent = serve(stopped_turn)
+    result = chat(agent.path.parents[1], "-m", "count")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["Counting: 1 2", note]
+
+
 def test_queue_status_files_notice_and_buttons_are_shown_as_bracketed_lines(
     serve: Any,
 ) -> None:

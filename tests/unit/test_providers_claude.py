@@ -314,3 +314,98 @@ def test_an_interrupt_marker_without_a_result_ends_as_interrupted_not_as_no_answ
     errors = [e for e in events if isinstance(e, Error)]
     assert [e.error for e in errors] == [ErrorKind.INTERRUPTED]
     assert isinstance(events[-1], Result) and events[-1].is_error
+
+
+# A cut stream, as the real Claude Code 2.1.330 prints it with --include-partial-messages
+# when the API sends an SSE error mid-answer: the cut message's deltas, a message_stop
+# naming the abandoned blocks, then the retried request's whole message (new id).
+def block_delta(text: str, index: int, message_id: str = "m1") -> dict[str, object]:
+    event = delta(text, message_id)
+    event["event"] = {**event["event"], "index": index}  # type: ignore[dict-item]
+    return event
+
+
+def cut(message_id: str = "m1", from_block: int = 0) -> dict[str, object]:
+    return {
+        "type": "stream_event",
+        "api_message_id": message_id,
+        "parent_tool_use_id": None,
+        "event": {"type": "message_stop"},
+        "abandoned_blocks": {"api_message_id": message_id, "from_block_index": from_block},
+    }
+
+
+def test_an_answer_cut_mid_stream_and_asked_again_is_shown_exactly_once() -> None:
+    parser = ClaudeParser()
+
+    events = feed(
+        parser,
+        init(),
+        delta("This answer "),
+        delta("will be cut"),
+        cut(),
+        assistant(text_block("This answer will be cut by an SSE error event"), message_id="m2"),
+        result(result="This answer will be cut by an SSE error event"),
+    )
+
+    assert "".join(texts(events)) == "This answer will be cut by an SSE error event"
+    assert not [e for e in events if isinstance(e, Status)]
+    final = events[-1]
+    assert isinstance(final, Result)
+    assert final.text == "This answer will be cut by an SSE error event"
+
+
+def test_a_retried_answer_streamed_again_token_by_token_is_not_repeated() -> None:
+    parser = ClaudeParser()
+
+    events = feed(
+        parser,
+        init(),
+        delta("Hello "),
+        delta("wor"),
+        cut(),
+        delta("Hel", "m2"),
+        delta("lo wor", "m2"),
+        delta("ld.", "m2"),
+        assistant(text_block("Hello world."), message_id="m2"),
+    )
+
+    assert texts(events) == ["Hello ", "wor", "ld."]
+
+
+def test_a_retried_answer_that_says_something_else_starts_over_with_a_note() -> None:
+    parser = ClaudeParser()
+
+    events = feed(
+        parser,
+        init(),
+        delta("First try"),
+        cut(),
+        assistant(text_block("Second answer"), message_id="m2"),
+        result(result="Second answer"),
+    )
+
+    kinds = [(type(e).__name__, getattr(e, "text", "")) for e in events[1:]]
+    assert kinds == [
+        ("TextDelta", "First try"),
+        ("Status", "The answer was cut off; Claude started it over"),
+        ("TextDelta", "Second answer"),
+        ("Result", "Second answer"),
+    ]
+    status = events[2]
+    assert isinstance(status, Status) and status.status is StatusKind.RETRYING
+
+
+def test_blocks_before_the_abandoned_one_stay_part_of_the_answer() -> None:
+    parser = ClaudeParser()
+
+    events = feed(
+        parser,
+        init(),
+        block_delta("Kept. ", 0),
+        block_delta("Cut", 1),
+        cut(from_block=1),
+        assistant(text_block("Cut short no more."), message_id="m2"),
+    )
+
+    assert "".join(texts(events)) == "Kept. Cut short no more."

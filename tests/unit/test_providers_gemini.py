@@ -145,3 +145,68 @@ def test_error_event_of_warning_severity_is_a_status_not_a_failure() -> None:
 
     assert events == [Status(StatusKind.WARNING, "Slow response")]
     assert not parser.finished
+
+
+# What Gemini 0.61 prints to stderr, and nowhere else, while it retries a failed API call
+# (fixture gemini-error-429); the stack trace lines that follow each one say nothing new.
+RETRY_429 = (
+    "Attempt 2 failed with status 429. Retrying with backoff... _ApiError:"
+    ' {"error":{"code":429,"message":"fake RESOURCE_EXHAUSTED (HTTP 429)",'
+    '"status":"RESOURCE_EXHAUSTED"}}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (RETRY_429, "API error 429 (RESOURCE_EXHAUSTED), retry 2"),
+        (
+            "Attempt 1 failed. Retrying with backoff... GaxiosError: request to"
+            " https://example.invalid failed, reason: read ECONNRESET\n",
+            "API call failed (GaxiosError: request to https://example.invalid failed,"
+            " reason: read ECONNRESET), retry 1",
+        ),
+    ],
+)
+def test_api_retries_gemini_prints_on_stderr_are_shown_like_claudes(line: str, shown: str) -> None:
+    parser = GeminiParser()
+
+    events = parser.feed_stderr(line)
+
+    assert events == [Status(StatusKind.RETRYING, shown)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    at throwErrorIfNotOK (file:///x/bundle/chunk.js:267833:24)\n",
+        "Attempt 5 failed: fake RESOURCE_EXHAUSTED (HTTP 429). Max attempts reached\n",
+        "Ripgrep is not available. Falling back to GrepTool.\n",
+    ],
+)
+def test_stderr_lines_that_are_not_retries_show_nothing(line: str) -> None:
+    assert GeminiParser().feed_stderr(line) == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "No previous sessions found for this project.",
+        'Invalid session identifier "g-1".\n  Use --list-sessions to see available sessions',
+    ],
+)
+def test_a_session_gemini_cannot_resume_is_reported_in_gemini_words(message: str) -> None:
+    events = GeminiParser().finish(42, f"Warning: x\nError resuming session: {message}\n")
+
+    error = events[-2]
+    assert isinstance(error, Error)
+    assert error.text.startswith(f"Error resuming session: {message.splitlines()[0]}")
+
+
+def test_an_auth_method_headless_gemini_cannot_use_says_how_to_fix_it() -> None:
+    events = GeminiParser().finish(41, "Invalid auth method selected.\n")
+
+    error = events[-2]
+    assert isinstance(error, Error)
+    assert error.error is ErrorKind.AUTH
+    assert "GEMINI_API_KEY" in error.text

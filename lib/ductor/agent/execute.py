@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ductor import protocol
 from ductor.agent import markup, prompt
-from ductor.agent.runner import CliRun, RunSpec, TimeoutStatus
+from ductor.agent.runner import CliNotFound, CliRun, RunSpec, TimeoutStatus
 from ductor.agent.sessions import FreshnessPolicy, Session, SessionStore, session_age_note
-from ductor.agent.timeouts import TimeoutPolicy
+from ductor.agent.timeouts import TimeoutPolicy, format_duration
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import AgentConfig
 from ductor.errors import DuctorError
@@ -49,9 +49,23 @@ SEP = "───"
 EMPTY_ANSWER = "(The agent finished without a reply: it may have updated its memory silently.)"
 _INVALID_RESUME = re.compile(
     r"invalid session|session not found|no conversation found|no rollout found"
-    r"|thread/resume failed|could not find session|no session with id",
+    r"|thread/resume failed|could not find session|no session with id"
+    r"|no previous sessions found|error resuming session",
     re.IGNORECASE,
 )
+RESTORED_NOTICE = (
+    "The previous session could not be restored; a new session was started automatically."
+)
+# What to do when a CLI is not logged in, per provider.
+LOGIN_FIX: dict[str, str] = {
+    Provider.CLAUDE: "run `claude` once on the agent's machine and log in, or set"
+    " ANTHROPIC_API_KEY in the agent's .env",
+    Provider.CODEX: "run `codex login` once on the agent's machine, or set CODEX_API_KEY"
+    " in the agent's .env",
+    Provider.GEMINI: "run `gemini` once on the agent's machine and log in, or set"
+    " GEMINI_API_KEY in the agent's .env",
+}
+_BAD_FLAG = re.compile(r"unknown (option|argument|flag)|unexpected argument", re.IGNORECASE)
 _FORWARDED_STATUS = {
     StatusKind.COMPACTING: "compacting",
     StatusKind.RETRYING: "retrying",
@@ -136,30 +150,44 @@ def identity_for(agent: str, session_key: str) -> ChildIdentity:
     )
 
 
-def error_text(kind: str, detail: str, model: str, timeout_s: float) -> str:
-    """What the user reads when the CLI failed; the session is always kept."""
+def error_text(
+    kind: str, detail: str, model: str, timeout_s: float, provider: str = "the CLI"
+) -> str:
+    """What the user reads when the CLI failed; the session is always kept.
+
+    ``timeout_s`` is the time the turn was allowed (extensions included).
+    """
     if kind == ErrorKind.TIMEOUT:
-        minutes = max(1, round(timeout_s / 60))
         return (
-            f"**Timeout** {SEP} [{model}] The CLI was stopped after {minutes} min. Your"
-            " session is kept: send another message to continue where it left off,"
-            " or /new to start fresh."
+            f"**Timeout** {SEP} [{model}] The CLI was stopped after"
+            f" {format_duration(timeout_s)}. Your session is kept: send another message to"
+            " continue where it left off, or /new to start fresh."
         )
     head = (
         f"**Session Error** {SEP} [{model}] The CLI failed. Your session is kept: send"
         " another message to retry, or /new to start fresh."
     )
+    login = LOGIN_FIX.get(provider, "log in to it again on the agent's machine")
     causes: dict[str, str] = {
-        ErrorKind.AUTH: "the CLI is not logged in, or its credentials were refused."
-        " Log in again on the agent's machine (see `ductor doctor`).",
+        ErrorKind.AUTH: f"{provider} is not logged in, or its credentials were refused: {login}.",
         ErrorKind.RATE_LIMIT: "a rate limit or usage quota was hit. Wait a while, then retry.",
         ErrorKind.CONTEXT_TOO_LONG: "the conversation no longer fits the model's context."
         " Use /new to start a fresh session.",
     }
-    if kind in causes:
-        return f"{head}\n**Cause:** {causes[kind]}"
     first = (detail.strip().splitlines() or ["(no detail)"])[0][:200]
+    if kind in causes:
+        return f"{head}\n**Cause:** {causes[kind]}\n**Detail:** `{first}`"
+    if _BAD_FLAG.search(detail):
+        return (
+            f"{head}\n**Cause:** {provider} does not accept an option it was given: check"
+            f" `cli_parameters.{provider}` in the agent's config.\n**Detail:** `{first}`"
+        )
     return f"{head}\n**Detail:** `{first}`"
+
+
+def cli_missing_text(error: CliNotFound, model: str) -> str:
+    """What the user reads when the CLI of the turn is not installed."""
+    return f"**CLI missing** {SEP} [{model}] {error}. Your session is kept."
 
 
 class Turn:
@@ -236,10 +264,7 @@ class Turn:
                     " Please send your request again, or /new."
                 )
             elif not outcome.is_error:
-                outcome.text = (
-                    "_The previous session could not be restored; a new session was started"
-                    " automatically._\n\n" + outcome.text
-                )
+                outcome.notice = RESTORED_NOTICE
         return outcome
 
     async def _attempt(self, session: Session, text: str, *, retried: bool) -> Outcome:
@@ -327,6 +352,15 @@ class Turn:
                     error = event
                 elif isinstance(event, Result):
                     result = event
+        except CliNotFound as exc:
+            log.warning("turn %s: %s", self.record.id, exc)
+            return Outcome(
+                text=cli_missing_text(exc, session.model),
+                provider=provider,
+                model=session.model,
+                is_error=True,
+                error_kind="cli_missing",
+            )
         finally:
             env.unregister(self.record.session, run)
         return self._outcome(session, run, result, error, timeout, retried=retried)
@@ -364,6 +398,10 @@ class Turn:
         failed = error is not None or result is None or result.is_error
         if failed:
             kind = error.error if error is not None else ErrorKind.OTHER
+            if run.stopped_by is ErrorKind.TIMEOUT:
+                # Whatever the CLI made of our SIGTERM (an "aborted" result, a silent
+                # exit), the user must read that the turn timed out.
+                kind = ErrorKind.TIMEOUT
             detail = error.text if error is not None else "the CLI ended without a result"
             resumed = session.bucket(provider).session_id is not None
             seen = detail + (result.text if result else "")
@@ -380,7 +418,11 @@ class Turn:
                     "The CLI was killed before it finished. Please send the same request again."
                 )
             else:
-                base.text = error_text(str(kind), detail, model, timeout)
+                ours = run.stopped_by is ErrorKind.TIMEOUT
+                # An API's own timeout (HTTP 408/504) is an error like others, with detail.
+                shown = ErrorKind.OTHER if kind is ErrorKind.TIMEOUT and not ours else kind
+                allowed = (run.time_allowed if ours else None) or timeout
+                base.text = error_text(str(shown), detail, model, allowed, provider)
             base.is_error, base.error_kind = True, str(kind)
             log.warning("turn %s in %s failed (%s): %s", self.record.id, key, kind, detail)
             return base

@@ -36,7 +36,6 @@ from ductor.log import mask
 from ductor.providers import Provider, ProviderSpec, TurnRequest, spec_for
 from ductor.providers.env import ChildIdentity, child_env
 from ductor.providers.events import ErrorKind, Event
-from ductor.providers.request import needs_file
 from ductor.providers.stream import StreamParser
 
 log = logging.getLogger(__name__)
@@ -53,19 +52,22 @@ NPM_PACKAGES = {
     Provider.GEMINI: "@google/gemini-cli",
 }
 
-# The CLIs that take the appended system prompt as a flag, and so need a file when it is
-# too big for argv. Codex and Gemini read it from stdin after the prompt.
+# The CLIs that take the appended system prompt as a flag. It goes in a file (mode 0600),
+# never in argv: other local users would read the memory in ``ps``, and a big one would
+# not fit. Codex and Gemini read it from stdin after the prompt.
 APPEND_FILE_PROVIDERS = frozenset({Provider.CLAUDE})
 
 
 class CliNotFound(DuctorError):
     """The CLI of a provider is not installed where ductor looks for it."""
 
-    def __init__(self, provider: Provider, detail: str) -> None:
+    def __init__(self, provider: Provider, detail: str, *, missing: bool = True) -> None:
         self.provider = provider
+        command = spec_for(provider).executable
+        problem = "is not installed" if missing else "cannot be started"
         super().__init__(
-            f"{detail}; install it with `npm install -g {NPM_PACKAGES[provider]}`"
-            " (or put its directory on the agent's PATH)"
+            f"{command} {problem}: npm install -g {NPM_PACKAGES[provider]}"
+            f" ({detail}; or put its directory on the agent's PATH)"
         )
 
 
@@ -96,8 +98,7 @@ def resolve_executable(provider: Provider, env: Mapping[str, str]) -> str:
     """The path of the provider's CLI, found the way the units find it."""
     found = find_cli(provider.value, env)
     if found is None:
-        command = spec_for(provider).executable
-        raise CliNotFound(provider, f"{command} not found in {unit_path(env)}")
+        raise CliNotFound(provider, f"not found in {unit_path(env)}")
     return str(found)
 
 
@@ -137,6 +138,7 @@ class CliRun:
         self._interrupted = False  # interrupt() was sent
         self._stopping: asyncio.Future[None] | None = None
         self._stderr = bytearray()
+        self._controller: TimeoutController | None = None
 
     # -- state ------------------------------------------------------------------------
 
@@ -157,6 +159,12 @@ class CliRun:
     def started_at(self) -> float | None:
         """When the process started, in seconds since the epoch."""
         return self._started_at
+
+    @property
+    def time_allowed(self) -> float | None:
+        """Seconds the run was allowed, extensions included (what a timeout message
+        names); None without a timeout or before the run started."""
+        return self._controller.total if self._controller is not None else None
 
     @property
     def stopped_by(self) -> ErrorKind | None:
@@ -219,12 +227,12 @@ class CliRun:
                     prompt_file.unlink()
 
     def _request_with_files(self) -> tuple[TurnRequest, Path | None]:
-        """The request, with a too big appended system prompt moved into a file."""
+        """The request, with the appended system prompt moved into a file."""
         request = self.spec.request
         if (
             self.spec.provider not in APPEND_FILE_PROVIDERS
             or request.append_system_prompt_file is not None
-            or not needs_file(request.append_system_prompt)
+            or not request.append_system_prompt
         ):
             return request, None
         fd, name = tempfile.mkstemp(  # mode 0600
@@ -265,8 +273,9 @@ class CliRun:
                 limit=STDOUT_LINE_LIMIT,
             )
         except (FileNotFoundError, PermissionError) as exc:
-            reason = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
-            raise CliNotFound(spec.provider, f"{executable}: {reason}") from None
+            missing = isinstance(exc, FileNotFoundError)
+            reason = "not found" if missing else "not executable"
+            raise CliNotFound(spec.provider, f"{executable}: {reason}", missing=missing) from None
         self._started_at = time.time()
         log.debug("%s started, pid %s", spec.provider, self._process.pid)
         return stdin_text
@@ -280,14 +289,14 @@ class CliRun:
         parser = self._provider.new_parser(request.model)
         controller = None
         if self.spec.policy is not None:
-            controller = TimeoutController(self.spec.policy)
+            controller = self._controller = TimeoutController(self.spec.policy)
             controller.start()
         tasks: list[asyncio.Task[None]] = []
         try:
             if stdin_text is not None:
                 tasks.append(asyncio.create_task(self._feed_stdin(stdin_text)))
             reader = asyncio.create_task(self._read_stdout(parser, controller, queue))
-            drainer = asyncio.create_task(self._drain_stderr())
+            drainer = asyncio.create_task(self._read_stderr(parser, queue))
             tasks += [reader, drainer]
             if controller is not None:
                 tasks.append(asyncio.create_task(self._watch(controller, parser, queue)))
@@ -341,11 +350,26 @@ class CliRun:
             for event in parser.feed(line.decode("utf-8", errors="replace")):
                 queue.put_nowait(event)
 
-    async def _drain_stderr(self) -> None:
+    async def _read_stderr(
+        self, parser: StreamParser, queue: asyncio.Queue[RunEvent | None]
+    ) -> None:
+        """Keep the end of stderr for the error message, and show what the parser finds
+        in it as it comes (Gemini prints its API retries only there)."""
         assert self._process is not None and self._process.stderr is not None
-        while chunk := await self._process.stderr.read(STDERR_KEEP):
-            self._stderr += chunk
+        stderr = self._process.stderr
+        while True:
+            try:
+                line = await stderr.readline()
+            except ValueError:  # longer than STDOUT_LINE_LIMIT; the reader dropped it
+                continue
+            if not line:
+                return
+            self._stderr += line
             del self._stderr[:-STDERR_KEEP]
+            if parser.finished:
+                continue
+            for event in parser.feed_stderr(line.decode("utf-8", errors="replace")):
+                queue.put_nowait(event)
 
     async def _watch(
         self,

@@ -1,9 +1,11 @@
 """``ductor chat NAME``: talk to an agent from a terminal, over its socket.
 
 Each line is one ``message`` request (``command`` when it starts with '/'); the answer
-streams in as it is written. Ctrl-C during a turn interrupts the CLI (an ``abort``
-with mode ``interrupt`` on a second connection) and the turn then ends by itself; a
-second Ctrl-C leaves. Ctrl-C or Ctrl-D at the prompt, or ``/quit``, leaves.
+streams in as it is written. An error, a notice and a note for a stopped turn are always
+shown, also after streamed text; with ``-m`` (or stdin) such a turn exits 1. Ctrl-C
+during a turn interrupts the CLI (an ``abort`` with mode ``interrupt`` on a second
+connection) and the turn then ends by itself; a second Ctrl-C leaves. Ctrl-C or Ctrl-D
+at the prompt, or ``/quit``, leaves.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ from ductor.protocol import (
 PROMPT = "you> "
 QUIT = frozenset({"/quit", "/exit"})
 ABORT_TIMEOUT = 5.0
+# What a final's "stopped" means, as a note after the partial answer.
+STOPPED_NOTES = {
+    "interrupt": "turn interrupted: the answer above is incomplete",
+    "stop": "turn stopped: the answer above is incomplete",
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
@@ -166,15 +173,22 @@ class _Render:
         notice = event.get_str("notice")
         if notice:
             screen.line(notice, dim=self.streamed)
+        failed = event.get_bool("is_error")
         if not self.streamed:
             screen.stream(event.text)
+        elif failed and event.text.strip():
+            # What was streamed is the partial answer; the text says why it ended.
+            screen.line(event.text.strip())
         screen.end_line()
+        stopped = event.get_str("stopped")
+        if stopped:
+            screen.line(f"[{STOPPED_NOTES.get(stopped, f'turn stopped ({stopped})')}]", dim=True)
         for path in event.get_strings("files"):
             self._file(path)
         buttons = _flatten(event.button_rows()) or self.buttons
         for number, button in enumerate(buttons, start=1):
             screen.line(f"[{number}] {button.label}")
-        self.result = TurnResult(ok=not event.get_bool("is_error"), buttons=buttons)
+        self.result = TurnResult(ok=not failed and not stopped, buttons=buttons)
 
 
 def _flatten(rows: list[list[Button]]) -> list[Button]:

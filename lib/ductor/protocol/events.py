@@ -77,6 +77,11 @@ def _string(value: object, where: str) -> None:
         raise _bad(where, f"expected a string, got {describe(value)}")
 
 
+def _optional_string(value: object, where: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise _bad(where, f"expected a string or null, got {describe(value)}")
+
+
 def _integer(value: object, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(where, f"expected an integer, got {describe(value)}")
@@ -149,7 +154,7 @@ _SCHEMA: Final[Mapping[EventType, Mapping[str, tuple[Check, bool]]]] = {
         "session": (_string, False),
         "provider": (_string, False),
         "model": (_string, False),
-        "session_id": (_string, False),
+        "session_id": (_optional_string, False),  # null: the CLI never gave one
         "input_tokens": (_optional_integer, False),
         "output_tokens": (_optional_integer, False),
         "cost_usd": (_optional_number, False),
@@ -169,7 +174,7 @@ _FINAL_DEFAULTS: Final[Mapping[str, object]] = {
     "session": "",
     "provider": "",
     "model": "",
-    "session_id": "",
+    "session_id": None,
     "input_tokens": 0,
     "output_tokens": 0,
     "cost_usd": None,

@@ -4,17 +4,17 @@ A turn runs as::
 
     claude -p --output-format stream-json --verbose --include-partial-messages
            [--permission-mode MODE] [--model MODEL] [--effort EFFORT]
-           [--append-system-prompt TEXT | --append-system-prompt-file PATH]
+           [--append-system-prompt-file PATH | --append-system-prompt TEXT]
            [--max-turns N] [--max-budget-usd X] [--resume SESSION_ID]
-           [cli_parameters ...] -- PROMPT
+           [cli_parameters ...]
 
-**The prompt is passed in argv**, after ``--`` so that a prompt starting with ``-`` is
-not read as a flag, and stdin is closed. A prompt too big for one argv string (see
-:data:`~ductor.providers.request.ARGV_TEXT_LIMIT`) is left out of argv and written to
-stdin instead (:func:`stdin_text`); ``claude -p`` reads its prompt from stdin when argv
-has none. ``--output-format stream-json`` with ``-p`` requires ``--verbose`` (without it
-Claude exits 1). ``--include-partial-messages`` makes Claude print the model's tokens as
-``stream_event`` lines as they arrive, before the full ``assistant`` message.
+**The prompt is written to stdin** (:func:`stdin_text`) and stdin closed: ``claude -p``
+reads its prompt from there when argv has none. In argv any local user could read it
+with ``ps``; on stdin its size is not limited by argv either. ``--output-format
+stream-json`` with ``-p`` requires ``--verbose`` (without it Claude exits 1).
+``--include-partial-messages`` makes Claude print the model's tokens as ``stream_event``
+lines as they arrive, before the full ``assistant`` message. The runner passes the
+appended system prompt (memory, rules) as a file for the same reason.
 
 As root, Claude refuses the bypass mode ("--dangerously-skip-permissions cannot be used
 with root/sudo privileges") unless ``IS_SANDBOX=1`` is set: :func:`provider_env`.
@@ -112,14 +112,12 @@ def build_argv(request: TurnRequest, executable: str = EXECUTABLE) -> list[str]:
     if request.session_id:
         argv += ["--resume", request.session_id]
     argv += request.extra_args
-    if stdin_text(request) is None:
-        argv += ["--", request.prompt]
     return argv
 
 
 def stdin_text(request: TurnRequest) -> str | None:
-    """What to write to Claude's stdin: the prompt when it is too big for argv, else None."""
-    return request.prompt if needs_file(request.prompt) else None
+    """What to write to Claude's stdin: always the prompt, never argv (see the module)."""
+    return request.prompt
 
 
 def provider_env(request: TurnRequest, *, is_root: bool) -> dict[str, str]:
@@ -137,6 +135,13 @@ class ClaudeParser(StreamParser):
     line). Per message id the parser remembers what it has shown and emits only text
     that neither source has shown yet, so each word reaches the user once and as early
     as possible, with or without partial messages.
+
+    When the connection breaks mid-answer, Claude asks again (non-streaming) and the
+    stream says so: the cut message's ``message_stop`` carries ``abandoned_blocks``
+    (its id and the first block index given up). The text of those blocks was shown
+    already; the retried message usually says the same words again, so only what it
+    adds beyond them is shown. If it says something else, a status line tells the user
+    the answer starts over, and the new text becomes the answer.
     """
 
     cli_name = "Claude"
@@ -147,6 +152,8 @@ class ClaudeParser(StreamParser):
         self._streamed: dict[str, str] = {}  # message id -> text from stream_event deltas
         self._complete: dict[str, str] = {}  # message id -> text from assistant lines
         self._streamed_thinking: set[str] = set()
+        self._block_starts: dict[tuple[str, int], int] = {}  # (id, block) -> offset in text
+        self._abandoned: tuple[str, str] | None = None  # (cut message id, its shown text)
         self._tool_ids: set[str] = set()
         self._api_error: tuple[str, int | None] | None = None  # synthetic error message
         self._retry_status: int | None = None
@@ -195,13 +202,20 @@ class ClaudeParser(StreamParser):
         if obj.get("parent_tool_use_id"):
             return []  # a sub-agent's tokens; its work shows up as the Task tool's result
         event = get_obj(obj, "event")
+        message_id = get_str(obj, "api_message_id")
+        if get_str(event, "type") == "message_stop":
+            abandoned = get_obj(obj, "abandoned_blocks")
+            if abandoned:
+                self._abandon(get_str(abandoned, "api_message_id") or message_id, abandoned)
+            return []
         if get_str(event, "type") != "content_block_delta":
             return []
-        message_id = get_str(obj, "api_message_id")
         delta = get_obj(event, "delta")
         delta_type = get_str(delta, "type")
         if delta_type == "text_delta":
-            self._streamed[message_id] = self._streamed.get(message_id, "") + get_str(delta, "text")
+            streamed = self._streamed.get(message_id, "")
+            self._block_starts.setdefault((message_id, get_int(event, "index") or 0), len(streamed))
+            self._streamed[message_id] = streamed + get_str(delta, "text")
             return self._catch_up(message_id, self._streamed[message_id])
         if delta_type == "thinking_delta":
             self._streamed_thinking.add(message_id)
@@ -209,13 +223,52 @@ class ClaudeParser(StreamParser):
             return [ThinkingDelta(thinking)] if thinking else []
         return []
 
+    def _abandon(self, message_id: str, abandoned: JsonObject) -> None:
+        """Claude gave up the blocks from ``from_block_index`` of a cut message; their
+        text, already shown, is what a retried message may repeat."""
+        first = get_int(abandoned, "from_block_index") or 0
+        offsets = [
+            at
+            for (block_message, index), at in self._block_starts.items()
+            if block_message == message_id and index >= first
+        ]
+        if not offsets:
+            return  # no text of those blocks was shown
+        cut = min(offsets)
+        shown = self._shown.get(message_id, "")
+        self._abandoned = (message_id, shown[cut:])
+        self._shown[message_id] = shown[:cut]
+        self._streamed[message_id] = self._streamed.get(message_id, "")[:cut]
+
+    def _after_retry(self, message_id: str, known: str) -> list[Event]:
+        """The first text after a cut message: skip the words the user has seen already."""
+        assert self._abandoned is not None
+        cut_id, seen = self._abandoned
+        if message_id == cut_id:
+            return []
+        if seen.startswith(known):
+            self._shown[message_id] = known  # nothing new yet
+            return []
+        self._abandoned = None
+        if known.startswith(seen):
+            self._shown[message_id] = seen
+            return []
+        # The retry says something else: the text shown before is not the answer.
+        log.info("Claude's retried answer differs from the cut one; starting it over")
+        self._shown[message_id] = ""
+        self.new_segment()
+        return [Status(StatusKind.RETRYING, "The answer was cut off; Claude started it over")]
+
     def _catch_up(self, message_id: str, known: str) -> list[Event]:
         """Emit what ``known`` (all text of the message so far) adds to what was shown."""
+        events = self._after_retry(message_id, known) if self._abandoned is not None else []
+        if self._abandoned is not None:
+            return events
         shown = self._shown.get(message_id, "")
         if len(known) <= len(shown) or not known.startswith(shown):
-            return []
+            return events
         self._shown[message_id] = known
-        return self.text(known[len(shown) :])
+        return [*events, *self.text(known[len(shown) :])]
 
     def _assistant(self, obj: JsonObject) -> list[Event]:
         if obj.get("parent_tool_use_id"):

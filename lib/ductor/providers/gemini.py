@@ -88,10 +88,21 @@ TOOL_NAMES: dict[str, ToolName] = {
 _STATUSES = (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504)
 EXIT_CODE_STATUS = {status % 256: status for status in _STATUSES}
 EXIT_AUTH_METHOD = 41  # "Invalid auth method selected." (headless cannot use that auth)
+EXIT_INPUT = 42  # bad input, e.g. "Error resuming session: No previous sessions found ..."
 EXIT_UNTRUSTED = 55  # "not running in a trusted directory"
 
 _API_ERROR = re.compile(r"\[API Error: (.*?)\](?=\s|$)", re.DOTALL)
 _STDERR_API_ERROR = re.compile(r"_ApiError: (\{.*\})")
+# Gemini's retries are printed to stderr only, one line per failed attempt:
+#   Attempt 1 failed with status 429. Retrying with backoff... _ApiError: {"error": ...}
+#   Attempt 1 failed. Retrying with backoff... GaxiosError: request to ... ECONNRESET
+_RETRY_LINE = re.compile(
+    r"^Attempt (?P<attempt>\d+) failed(?: with status (?P<status>\d+))?.*?\bRetrying\b"
+    r"(?:[^.]*\.+)?\s*(?P<reason>.*)$"
+)
+# "Error resuming session: No previous sessions found for this project." or
+# "Error resuming session: Invalid session identifier "...".": the session is gone.
+_RESUME_ERROR = re.compile(r"Error resuming session: (.*)")
 
 
 def build_argv(request: TurnRequest, executable: str = EXECUTABLE) -> list[str]:
@@ -168,6 +179,25 @@ class GeminiParser(StreamParser):
         log.debug("Gemini: ignoring event type %r", kind)
         return []
 
+    def feed_stderr(self, line: str) -> list[Event]:
+        """Gemini's API retries, which it prints only to stderr, as they happen."""
+        match = _RETRY_LINE.match(line.strip())
+        if match is None:
+            return []
+        status = int(match.group("status")) if match.group("status") else None
+        reason = match.group("reason")
+        api = _STDERR_API_ERROR.search(reason)
+        if api is not None:
+            try:
+                error = get_obj(json.loads(api.group(1)), "error")
+            except ValueError:
+                error = {}
+            status = status or get_int(error, "code")
+            reason = get_str(error, "status") or get_str(error, "message") or reason
+        reason = truncate(reason.strip(), 120) or "no detail"
+        what = f"API error {status}" if status else "API call failed"
+        return [Status(StatusKind.RETRYING, f"{what} ({reason}), retry {match.group('attempt')}")]
+
     def _message(self, content: object) -> list[Event]:
         if isinstance(content, str):
             return self.text(content)
@@ -212,8 +242,16 @@ class GeminiParser(StreamParser):
     def exit_failure(self, exit_code: int, stderr_text: str) -> list[Event]:
         if exit_code == 0:
             return super().exit_failure(exit_code, stderr_text)
+        resume = _RESUME_ERROR.search(stderr_text)
+        if resume is not None:
+            # Gemini no longer has the session: the caller may start a fresh one.
+            return self.fail(ErrorKind.OTHER, f"Error resuming session: {resume.group(1).strip()}")
         if exit_code == EXIT_AUTH_METHOD:
-            text = "Gemini cannot use its configured auth method in headless mode (exit 41)"
+            text = (
+                "Gemini cannot use its configured auth method in headless mode (exit 41):"
+                " set GEMINI_API_KEY in the agent's .env, or pick an API key login in"
+                " `gemini` once"
+            )
             return self.fail(ErrorKind.AUTH, text)
         if exit_code == EXIT_UNTRUSTED:
             return self.fail(ErrorKind.OTHER, "Gemini does not trust the workspace (exit 55)")

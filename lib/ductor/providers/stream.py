@@ -6,6 +6,7 @@ A parser is fed one stdout line at a time and then told how the process ended::
     parser = ClaudeParser()
     for line in stdout:
         events = parser.feed(line)
+    # (stderr lines may go to parser.feed_stderr(line) as they come)
     events = parser.finish(exit_code, stderr_text)
 
 Lines that are not JSON objects and event types a parser does not know are logged at
@@ -127,6 +128,11 @@ class StreamParser(ABC):
             log.warning("%s: could not parse %.200s", self.cli_name, stripped, exc_info=True)
             return []
 
+    def feed_stderr(self, line: str) -> list[Event]:
+        """Events for one stderr line while the CLI runs (most CLIs print nothing there
+        that the user needs before the end); the whole stderr also goes to :meth:`finish`."""
+        return []
+
     def finish(
         self, exit_code: int, stderr_text: str = "", *, stopped_by: ErrorKind | None = None
     ) -> list[Event]:
@@ -188,6 +194,11 @@ class StreamParser(ABC):
 
     def tool_started(self) -> None:
         """Text after a tool use starts a new segment: the final answer is the last one."""
+        self.new_segment()
+
+    def new_segment(self) -> None:
+        """The text so far is not part of the final answer (a tool use came, or the CLI
+        started its answer over)."""
         self._segment.clear()
 
     def result(
