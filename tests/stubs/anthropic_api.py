@@ -18,7 +18,9 @@ Behaviours (:class:`Mode`):
   client goes away (an interrupt) or the stub is closed;
 - ``error``: fail with HTTP ``status`` and an error body in Anthropic's shape;
 - ``tool``: ask for one ``Bash`` call running ``command``; the follow-up request, which
-  carries the tool result, is answered ``Tool said: <its output>``.
+  carries the tool result, is answered ``Tool said: <its output>``;
+- ``midstream``: a streamed answer stops after half its text with an SSE ``error`` event
+  (``overloaded_error``); a request without ``stream`` gets the whole answer.
 
 Other endpoints get a harmless answer (``count_tokens`` a token count, anything else an
 empty object) and unknown paths are logged to stderr.
@@ -59,6 +61,7 @@ class Mode(StrEnum):
     STALL = "stall"
     ERROR = "error"
     TOOL = "tool"
+    MIDSTREAM = "midstream"
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._wait_for_client_to_leave()
             return
         self._event("ping", {})
+        if behaviour.mode is Mode.MIDSTREAM:
+            half = {"type": "text", "text": blocks[0]["text"][: len(blocks[0]["text"]) // 2]}
+            self._stream_block(0, half, behaviour)
+            error = error_body(529, "stub mid-stream failure")
+            self._write_chunk(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            self._write_chunk(b"")
+            return
         for index, block in enumerate(blocks):
             self._stream_block(index, block, behaviour)
         self._event(
