@@ -35,7 +35,8 @@ class TurnRequest:
 
     ``append_system_prompt`` is extra context (memory, rules) added to the CLI's own
     system prompt. ``append_system_prompt_file`` may hold the same text in a file; the
-    runner writes it when :func:`needs_file` says the text is too big for argv.
+    runner always writes one for a CLI that takes the text as a flag, so that memory never
+    shows in argv (the prompt itself goes on stdin).
     """
 
     prompt: str
