@@ -24,7 +24,6 @@ from ductor.paths import Paths
 PENDING: dict[str, str] = {
     "language": "translations are not built yet; every message is in English",
     "project_roots": "topics as projects are not built yet; the CLI always runs in the workspace",
-    "matrix.store_path": "end-to-end encryption is not built yet",
     "streaming.max_edit_failures": "failed edits are retried by the sender, not counted",
     "timeouts.background": "background tasks are not built yet",
     "tasks.": "background tasks are not built yet",

@@ -29,6 +29,8 @@ TRANSPORT_OUTBOX = {"telegram": "tg", "matrix": "mx"}
 LANGUAGES = ("en", "de", "nl", "fr", "ru", "es", "pt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IMAGE_FORMATS = ("webp", "jpeg", "png")
+#: Which devices of allowed Matrix users get the keys of encrypted rooms (docs/matrix.md).
+DEVICE_TRUSTS = ("tofu", "known")
 
 
 def _empty_map() -> Mapping[str, str]:
@@ -87,6 +89,7 @@ class MatrixConfig:
     allowed_rooms: tuple[str, ...] = setting((), unique=True)
     allowed_users: tuple[str, ...] = setting((), unique=True)
     store_path: str = setting("matrix_store", check=checks.non_empty)
+    device_trust: str = setting("tofu", choices=DEVICE_TRUSTS)
     group_mention_only: bool = False
 
 

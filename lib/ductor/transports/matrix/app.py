@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import mimetypes
 from collections import OrderedDict
@@ -33,7 +34,7 @@ from ductor.protocol import Event, EventType, Request, RequestType, new_request_
 from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
-from ductor.transports.matrix import media
+from ductor.transports.matrix import crypto, media
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
 from ductor.transports.matrix.outbox import MatrixOutbox
 from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
@@ -103,9 +104,16 @@ class MatrixTransport:
         self.access_token = access_token
         self.state_dir = paths.agent_state(name) / "matrix"
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = paths.agent_state(name) / mx.store_path
+        store.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.client = nio.AsyncClient(
-            mx.homeserver.rstrip("/"), mx.user_id, device_id=mx.device_id or None
+            mx.homeserver.rstrip("/"),
+            mx.user_id,
+            device_id=mx.device_id or None,
+            store_path=str(store),
+            config=crypto.client_config(),
         )
+        self.crypto = crypto.Encryption(self.client, self.state_dir, mx)
         self.sync_state = SyncState(self.state_dir / "sync.json").load()
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
@@ -132,7 +140,7 @@ class MatrixTransport:
         if saved is None and self.access_token:
             saved = Login(self.bot_id, self.config.matrix.device_id, self.access_token)
         if saved is not None and saved.user_id == self.bot_id:
-            self.client.restore_login(saved.user_id, saved.device_id or "", saved.access_token)
+            crypto.restore_login(self.client, saved.user_id, saved.device_id, saved.access_token)
             who = await self.client.whoami()
             if isinstance(who, nio.WhoamiResponse):
                 if not saved.device_id and who.device_id:
@@ -242,6 +250,7 @@ class MatrixTransport:
     async def reload(self, new: config.AgentConfig) -> None:
         """A reloaded config (SIGHUP): new allowlists, then an audit."""
         self.config = new
+        self.crypto.reconfigure(new.matrix)
         await self.resolve_rooms()
         await self.audit_rooms()
 
@@ -368,6 +377,7 @@ class MatrixTransport:
     async def handle_sync(
         self, answer: nio.SyncResponse, stop: asyncio.Event, *, first: bool
     ) -> None:
+        await self.crypto.after_sync()
         for room_id in answer.rooms.leave:
             self.gone(room_id)
         for room_id, invite in answer.rooms.invite.items():
@@ -377,7 +387,7 @@ class MatrixTransport:
             if first:
                 # The first start answers nothing from before it: history is not a request.
                 continue
-            events = [e.source for e in joined.timeline.events if isinstance(e.source, dict)]
+            events = [s for e in joined.timeline.events if (s := crypto.source_of(e)) is not None]
             if joined.timeline.limited and since and joined.timeline.prev_batch:
                 events = await self.gap(room_id, since, joined.timeline.prev_batch) + events
             start = 0
@@ -399,6 +409,8 @@ class MatrixTransport:
                     if stop.is_set():
                         return
                     self.sync_state.mark(event_id)
+        for room_id, event in self.crypto.late_events():
+            await self.handle_event(room_id, event, stop)
 
     async def gap(self, room_id: str, since: str, prev_batch: str) -> list[dict[str, Any]]:
         """The events a ``limited`` timeline left out: from our last sync token forward to
@@ -412,7 +424,7 @@ class MatrixTransport:
             )
             if not isinstance(page, nio.RoomMessagesResponse):
                 raise MatrixError(f"cannot read the history of {room_id}: {page.message}")
-            events += [e.source for e in page.chunk if isinstance(e.source, dict)]
+            events += [s for e in page.chunk if (s := crypto.source_of(e)) is not None]
             if not page.chunk or not page.end or page.end == start:
                 break
             start = page.end
@@ -456,12 +468,19 @@ class MatrixTransport:
         if incoming.action is Action.REFUSE:
             log.warning("refused %s in %s: %s", incoming.event_id, room_id, incoming.reason)
             return True
+        if incoming.action is Action.ENCRYPTED or self.crypto.cannot_answer(room_id):
+            await self.crypto.unreadable(room_id, event)
+            return True
+        if not await self.crypto.from_trusted_device(event):
+            log.warning("refused %s in %s: from a device not trusted", incoming.event_id, room_id)
+            return True
         if incoming.action in (Action.BUTTON, Action.MESSAGE):
             self.buttons.close(room_id)
         await self.to_agent(incoming, stop)
         return True
 
     async def on_invite(self, room_id: str, state: list[Any]) -> None:
+        self.crypto.note_invite(room_id, [e for e in state if isinstance(e, dict)])
         inviter, direct, aliases = "", False, set()
         for event in state:
             if not isinstance(event, dict):
@@ -547,11 +566,14 @@ class MatrixTransport:
                 answer = await self.client.download(mxc=attachment.url)
                 if not isinstance(answer, nio.MemoryDownloadResponse):
                     raise MatrixError(getattr(answer, "message", "download failed"))
+                data = answer.body
+                if attachment.encryption is not None:
+                    data = media.decrypt(data, attachment.encryption)
                 target = media.save_incoming(
                     self.workspace,
                     datetime.now(UTC),
                     attachment.name,
-                    answer.body,
+                    data,
                     fallback=f"{attachment.kind}-{len(saved) + 1}",
                 )
                 if attachment.kind == "image" or attachment.mime_type.startswith("image/"):
@@ -705,7 +727,7 @@ class MatrixTransport:
     # -- sending ---------------------------------------------------------------------------
 
     async def send_event(self, room: str, event_type: str, content: dict[str, Any]) -> str:
-        answer = await self.client.room_send(room, event_type, content)
+        answer = await self.crypto.send(room, event_type, content)
         if isinstance(answer, nio.RoomSendError):
             raise MatrixError(f"{answer.message} ({answer.status_code})")
         _remember(self.bot_events, answer.event_id)
@@ -731,10 +753,17 @@ class MatrixTransport:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         size = path.stat().st_size
         media.check_upload_size(size)
-        with path.open("rb") as file:
-            answer, _ = await self.client.upload(
-                file, content_type=mime, filename=path.name, filesize=size
-            )
+        data = path.read_bytes()
+        encrypted = self.crypto.is_encrypted(room)
+        file: dict[str, Any] = {}
+        if encrypted:  # the homeserver sees only ciphertext; the key goes in the event
+            data, file = media.encrypt(data, mime)
+        answer, _ = await self.client.upload(
+            io.BytesIO(data),
+            content_type="application/octet-stream" if encrypted else mime,
+            filename=path.name,
+            filesize=len(data),
+        )
         if not isinstance(answer, nio.UploadResponse):
             raise MatrixError(f"upload of {path.name} failed: {answer.message}")
         msgtype = media.msgtype_for(mime)
@@ -742,9 +771,12 @@ class MatrixTransport:
             "msgtype": msgtype,
             "body": path.name,
             "filename": path.name,
-            "url": answer.content_uri,
             "info": {"mimetype": mime, "size": size},
         }
+        if encrypted:
+            content["file"] = {**file, "url": answer.content_uri}
+        else:
+            content["url"] = answer.content_uri
         return await self.send_event(room, "m.room.message", content)
 
     async def send_file_or_note(self, room: str, path: Path) -> str:

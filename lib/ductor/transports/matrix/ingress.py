@@ -14,6 +14,8 @@ Works on the raw event dicts of a ``/sync`` timeline (``type``, ``sender``, ``co
   ``/stop_all`` and the bare trigger words abort;
 - a reaction with a keycap digit on a message that shows numbered buttons, or a bare
   number while such a message is open in the room, presses that button.
+- an ``m.room.encrypted`` event (matrix-nio could not decrypt it) from an allowed user
+  in a served room is ``ENCRYPTED``: the transport asks for its room key (crypto.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Action(StrEnum):
     COMMAND = "command"
     ABORT = "abort"
     BUTTON = "button"
+    ENCRYPTED = "encrypted"  # an allowed user's event the bot could not decrypt
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Attachment:
     name: str
     mime_type: str = ""
     size: int | None = None
+    #: An encrypted file's key, iv and hashes (the event's ``file``); None when plain.
+    encryption: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,9 @@ def strip_mention(text: str, bot_id: str) -> str:
 
 def _attachment(content: Mapping[str, Any]) -> Attachment | None:
     kind = MEDIA_TYPES.get(str(content.get("msgtype", "")))
-    url = content.get("url")
+    encrypted = content.get("file")
+    encryption = encrypted if isinstance(encrypted, dict) else None
+    url = content.get("url") if encryption is None else encryption.get("url")
     if kind is None or not isinstance(url, str) or not url.startswith("mxc://"):
         return None
     info = content.get("info") if isinstance(content.get("info"), dict) else {}
@@ -141,6 +148,7 @@ def _attachment(content: Mapping[str, Any]) -> Attachment | None:
         name=str(name),
         mime_type=str(info.get("mimetype") or ""),
         size=size if isinstance(size, int) else None,
+        encryption=encryption,
     )
 
 
@@ -170,12 +178,16 @@ def classify(
         return _with(base, reason="the bot's own event")
     kind = event.get("type")
     content = event.get("content")
-    if kind not in ("m.room.message", "m.reaction") or not isinstance(content, dict):
+    if kind not in ("m.room.message", "m.reaction", "m.room.encrypted") or not isinstance(
+        content, dict
+    ):
         return _with(base, reason=f"not a message ({kind})")
     if not is_room_allowed(room_id, allowed_room_ids=allowed_room_ids, private=private):
         return _with(base, action=Action.REFUSE, reason=f"room {room_id} is not allowed")
     if sender not in config.allowed_users:
         return _with(base, action=Action.REFUSE, reason=f"user {sender} is not allowed")
+    if kind == "m.room.encrypted":
+        return _with(base, action=Action.ENCRYPTED, reason="an event the bot could not decrypt")
     if kind == "m.reaction":
         return _reaction(base, content, buttons)
     relates = content.get("m.relates_to")

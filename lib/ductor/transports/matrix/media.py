@@ -3,14 +3,20 @@
 Incoming media (``m.image``, ``m.audio``, ``m.video``, ``m.file``) is downloaded through
 the authenticated media API and saved under ``workspace/matrix_files/YYYY-MM-DD/`` with
 the harmless names, the image processing and the limits of the Telegram transport's
-media module (it is messenger-neutral apart from its directory name).
+media module (it is messenger-neutral apart from its directory name). In encrypted rooms
+files travel encrypted both ways (AES-CTR with the key in the event, as Element does).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
+from nio.exceptions import EncryptionError
 
 from ductor.atomic import make_directories
 from ductor.errors import DuctorError
@@ -21,6 +27,8 @@ __all__ = [
     "FileTooBig",
     "check_size",
     "check_upload_size",
+    "decrypt",
+    "encrypt",
     "incoming_dir",
     "msgtype_for",
     "process_image",
@@ -70,3 +78,25 @@ def msgtype_for(mime: str) -> str:
         if mime.startswith(prefix):
             return msgtype
     return "m.file"
+
+
+def encrypt(data: bytes, mime: str) -> tuple[bytes, dict[str, Any]]:
+    """An attachment for an encrypted room: the ciphertext to upload and the event's
+    ``file`` object without its ``url`` (key, iv, hashes, version, mimetype)."""
+    ciphertext, keys = encrypt_attachment(data)
+    return ciphertext, {**keys, "mimetype": mime}
+
+
+def decrypt(ciphertext: bytes, file: Mapping[str, Any]) -> bytes:
+    """The plain bytes of an encrypted attachment (its event's ``file`` object); raises
+    DuctorError when the object is malformed or the hash does not match."""
+    try:
+        key = file["key"]["k"]
+        digest = file["hashes"]["sha256"]
+        iv = file["iv"]
+        plain: bytes = decrypt_attachment(ciphertext, key, digest, iv)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DuctorError(f"the encrypted file cannot be read: {exc}") from exc
+    except EncryptionError as exc:
+        raise DuctorError(f"the encrypted file does not match its hash: {exc}") from exc
+    return plain
