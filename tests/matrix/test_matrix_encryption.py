@@ -163,3 +163,22 @@ def test_without_the_crypto_dependency_the_bot_says_so_once_and_sends_nothing_pl
     eventually(lambda: bot.transport.log().count("cannot encrypt") == 3, 20, bot.transport)
     (notice,) = notices()
     assert "cannot read encrypted messages" in notice and "install.sh" in notice
+
+
+def test_with_device_trust_known_a_new_device_is_neither_answered_nor_given_keys(
+    bot_for: Callable[..., Bot],
+    element: Callable[..., ElementUser],
+    synapse: Synapse,
+    matrix_users: MatrixUsers,
+) -> None:
+    bot_id = matrix_users.bot.user_id
+    bot = bot_for(matrix_extra='device_trust = "known"\n')
+    alice = element(matrix_users.alice)  # a device the bot has never seen
+    room = alice.encrypted_room([bot_id], direct=True)
+    eventually(
+        lambda: bot_id in synapse.joined_members(alice.user.access_token, room), 20, bot.transport
+    )
+    alice.send_text(room, "hello from my new phone")
+    eventually(lambda: "from a device not trusted" in bot.transport.log(), 20, bot.transport)
+    assert alice.user.device_id in bot.transport.log()  # named, to decide about it
+    assert alice.texts_from(room, bot_id) == []
