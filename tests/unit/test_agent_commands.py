@@ -110,13 +110,16 @@ def test_is_private_without_a_session_is_a_bad_request() -> None:
 
 
 def test_an_auth_error_tells_the_user_to_log_in_again_and_keeps_the_session() -> None:
-    text = error_text("auth", "401 Unauthorized", "sonnet", 600)
+    text = error_text("auth", "401 Unauthorized", "sonnet", 600, "claude")
 
     assert "[sonnet]" in text
     assert "session is kept" in text
-    assert "not logged in" in text
+    assert (
+        "claude is not logged in, or its credentials were refused: run `claude` once on the"
+        " agent's machine and log in, or set ANTHROPIC_API_KEY in the agent's .env"
+    ) in text
     assert "ductor doctor" in text
-    assert "401" not in text
+    assert text.endswith("**Detail:** `401 Unauthorized`")
 
 
 def test_a_rate_limit_tells_the_user_to_wait() -> None:
@@ -133,14 +136,15 @@ def test_a_context_overflow_points_to_new() -> None:
     assert "/new" in text
 
 
-@pytest.mark.parametrize(("seconds", "minutes"), [(600, 10), (3600, 60), (20, 1), (0, 1)])
-def test_a_timeout_says_after_how_many_minutes_the_cli_was_stopped(
-    seconds: float, minutes: int
-) -> None:
+@pytest.mark.parametrize(
+    ("seconds", "duration"),
+    [(600, "10 min"), (3600, "60 min"), (25, "25 s"), (90, "1 min 30 s"), (0, "0 s")],
+)
+def test_a_timeout_says_after_how_long_the_cli_was_stopped(seconds: float, duration: str) -> None:
     text = error_text("timeout", "", "opus", seconds)
 
     assert text.startswith("**Timeout**")
-    assert f"after {minutes} min." in text
+    assert f"after {duration}." in text
     assert "session is kept" in text
 
 

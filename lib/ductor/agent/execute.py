@@ -169,7 +169,8 @@ def error_text(
     )
     login = LOGIN_FIX.get(provider, "log in to it again on the agent's machine")
     causes: dict[str, str] = {
-        ErrorKind.AUTH: f"{provider} is not logged in, or its credentials were refused: {login}.",
+        ErrorKind.AUTH: f"{provider} is not logged in, or its credentials were refused:"
+        f" {login} (`ductor doctor` checks it).",
         ErrorKind.RATE_LIMIT: "a rate limit or usage quota was hit. Wait a while, then retry.",
         ErrorKind.CONTEXT_TOO_LONG: "the conversation no longer fits the model's context."
         " Use /new to start a fresh session.",
