@@ -345,7 +345,7 @@ def test_a_fifo_in_new_is_moved_aside_without_blocking_the_reader(queue: Queue) 
     assert queue.claim_next() == good
     [entry] = queue.list([State.BAD])
     assert entry.id == "00-a-fifo"
-    assert entry.problem is not None and "not a regular file but a FIFO" in entry.problem
+    assert entry.problem is not None and "a FIFO, not a regular file" in entry.problem
     assert stat.S_ISFIFO((queue.directory(State.BAD) / "00-a-fifo").lstat().st_mode)
 
 
@@ -360,7 +360,7 @@ def test_a_symlink_in_new_is_moved_aside_and_its_target_is_not_read(
 
     assert queue.claim_next() is None
     [entry] = queue.list([State.BAD])
-    assert entry.problem is not None and "not a regular file but a symlink" in entry.problem
+    assert entry.problem is not None and "a symlink, not a regular file" in entry.problem
     assert target.exists()
 
 

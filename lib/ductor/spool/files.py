@@ -172,7 +172,7 @@ def _kind(mode: int) -> str:
     ):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:
@@ -185,12 +185,12 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     """
     mode = os.lstat(path).st_mode
     if not stat.S_ISREG(mode):
-        raise EnvelopeError("(file)", f"not a regular file but {_kind(mode)}")
+        raise EnvelopeError("(file)", f"{_kind(mode)}, not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
         mode = os.fstat(file.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise EnvelopeError("(file)", f"not a regular file but {_kind(mode)}")
+            raise EnvelopeError("(file)", f"{_kind(mode)}, not a regular file")
         return file.read(limit + 1)
 
 
