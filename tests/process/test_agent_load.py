@@ -283,3 +283,27 @@ def test_a_stop_word_while_a_turn_runs_still_stops_it(tmp_path: Path) -> None:
     finally:
         agent.stop()
     assert len(started_runs(agent)) == 1
+
+
+def test_one_connection_may_keep_64_requests_open_and_hears_busy_beyond(
+    tmp_path: Path,
+) -> None:
+    agent = stalled_agent(tmp_path, slots=4)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(agent.socket))
+            sock.settimeout(10)
+            for n in range(70):
+                sock.sendall(message_request(f"m{n}", "tg:1").encode())
+            reader = sock.makefile("rb")
+            firsts: dict[str, Event] = {}
+            while len(firsts) < 70:
+                event = protocol.decode_event(reader.readline())
+                firsts.setdefault(event.request_id, event)
+            busy = [e for e in firsts.values() if e.get_str("kind") == "busy"]
+            assert len(busy) == 6
+            assert all(e.type is EventType.ERROR for e in busy)
+            stopped = final(agent.call(abort("tg:1", protocol.AbortMode.STOP), timeout=10))
+            assert "63 queued message(s) discarded" in stopped.text
+    finally:
+        agent.stop()
