@@ -33,7 +33,7 @@ _PEERCRED = struct.Struct("3i")
 
 # Bytes of events a client may leave unread before it counts as not reading (at least
 # two frames, so one large answer always fits).
-OUTGOING_LIMIT = 4 * 1024 * 1024
+OUTGOING_LIMIT = 16 * 1024 * 1024
 # Requests of one connection that may wait for their terminal event at the same time.
 MAX_OPEN_REQUESTS = 64
 MAX_LOGGED_REFUSALS = 5  # per connection
