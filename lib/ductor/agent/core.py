@@ -68,7 +68,7 @@ class Job:
             self.sink.send(event)
 
 
-@dataclass
+@dataclass(eq=False)  # a lane is itself: ``waiting`` finds and removes it by identity
 class Lane:
     key: str
     pending: deque[Job] = field(default_factory=deque)
