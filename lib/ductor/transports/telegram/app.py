@@ -177,7 +177,8 @@ class TelegramTransport:
             self.sender,
             allowed_user_ids=self.config.telegram.allowed_user_ids,
             main_chat=(self.config.telegram.allowed_user_ids or (None,))[0],
-            chat_allowed=lambda chat: self.config.telegram.allows_chat(chat),
+            # A lambda, not the bound method: a reload replaces self.config.
+            chat_allowed=lambda chat: self.config.telegram.allows_chat(chat),  # noqa: PLW0108
             file_allowed=self.file_allowed,
             inflight=self.inflight,
             long_answers=self.long_answers(),
