@@ -33,7 +33,10 @@ sync, as a Matrix client would see it.
     twice that way (alice → the transport's sync, the bot's answer → alice's sync).
 (b) rss
     2 s after one turn, VmRSS and PSS of the agent daemon, the transport and any
-    children, from /proc. Budget: 60 MB for an idle agent with one transport.
+    children, from /proc. Budget: 60 MB for an idle agent with one transport. Then what
+    the transport's import path costs, step by step in a fresh python (asyncio with ssl,
+    aiohttp, matrix-nio with its crypto, ductor's modules; Pillow, which the transport
+    loads only with the first incoming file).
 (c) spool
     With the transport running, an envelope (kind cron, routed to the warm-up room) is
     written to the agent's outbox with ``Spool.post``, one after the other, each once
@@ -427,6 +430,48 @@ def report_idle_rss(agent: MatrixAgent) -> None:
         f" budget ≤ {BUDGET_IDLE_RSS_MB:.0f} MB: VmRSS {verdict(rss_mb, BUDGET_IDLE_RSS_MB)},"
         f" Pss {verdict(pss_mb, BUDGET_IDLE_RSS_MB)}"
     )
+    report_import_cost()
+
+
+#: What the transport's VmRSS is made of: each step imports more, in a fresh python.
+IMPORT_STEPS = (
+    ("python", ""),
+    ("+ asyncio (with ssl)", "import asyncio"),
+    ("+ aiohttp", "import aiohttp"),
+    ("+ matrix-nio (jsonschema, h2, peewee, vodozemac)", "import nio"),
+    (
+        "+ the transport's modules",
+        "import ductor.transports.matrix.main, ductor.transports.matrix.app",
+    ),
+    ("+ Pillow (loaded with the first image or file)", "import ductor.transports.telegram.media"),
+)
+
+
+def report_import_cost() -> None:
+    """VmRSS after each import step of the transport, to see what idle memory buys."""
+    print("    the transport's import path, VmRSS of a fresh python after each step:")
+    code = ""
+    before = 0.0
+    for label, step in IMPORT_STEPS:
+        code += step + "\n"
+        probe = (
+            code
+            + "print(next(l.split()[1] for l in open('/proc/self/status')"
+            + " if l.startswith('VmRSS')))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, "PYTHONPATH": str(REPO / "lib")},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            print(f"      {label}: failed ({done.stderr.strip().splitlines()[-1:]})")
+            return
+        rss_mb = int(done.stdout.split()[-1]) / 1024
+        print(f"      {label:<52}{rss_mb:6.1f} MB  (+{rss_mb - before:4.1f})")
+        before = rss_mb
 
 
 # -- (c) spool envelope → chat --------------------------------------------------------------

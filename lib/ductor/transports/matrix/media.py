@@ -19,8 +19,8 @@ from nio.crypto.attachments import decrypt_attachment, encrypt_attachment
 from nio.exceptions import EncryptionError
 
 from ductor.atomic import make_directories
+from ductor.config.schema import ImageConfig
 from ductor.errors import DuctorError
-from ductor.transports.telegram.media import process_image, safe_name, unique_path
 
 __all__ = [
     "FILES_DIR",
@@ -65,11 +65,22 @@ def incoming_dir(workspace: Path, now: datetime) -> Path:
 def save_incoming(workspace: Path, now: datetime, name: str, data: bytes, *, fallback: str) -> Path:
     """Write ``data`` under a safe, unused name in today's directory; its path."""
     directory = incoming_dir(workspace, now)
+    # Imported with the first file, not at start: the module brings Pillow, 2 MB of an
+    # idle transport's memory that most days never need.
+    from ductor.transports.telegram.media import safe_name, unique_path
+
     target = unique_path(directory, safe_name(name, fallback=fallback))
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
     return target
+
+
+def process_image(path: Path, config: ImageConfig) -> Path:
+    """Orient, shrink and convert an incoming image (the Telegram transport's rules)."""
+    from ductor.transports.telegram.media import process_image as process  # Pillow: lazily
+
+    return process(path, config)
 
 
 def msgtype_for(mime: str) -> str:
