@@ -261,9 +261,11 @@ class ClaudeParser(StreamParser):
 
     def _catch_up(self, message_id: str, known: str) -> list[Event]:
         """Emit what ``known`` (all text of the message so far) adds to what was shown."""
-        events = self._after_retry(message_id, known) if self._abandoned is not None else []
+        events: list[Event] = []
         if self._abandoned is not None:
-            return events
+            events = self._after_retry(message_id, known)
+            if self._abandoned is not None:  # still within the words seen before the cut
+                return events
         shown = self._shown.get(message_id, "")
         if len(known) <= len(shown) or not known.startswith(shown):
             return events
