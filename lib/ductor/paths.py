@@ -221,5 +221,9 @@ def resolve(
         runtime_dir=runtime,
         cache_dir=cache_,
         data_dir=data,
-        credentials_dir=_first(env.get("CREDENTIALS_DIRECTORY")),
+        # One directory, never a list: its name is the unit's, which holds a ':' for
+        # instances like ductor-cron@AGENT:JOB.service.
+        credentials_dir=Path(env["CREDENTIALS_DIRECTORY"])
+        if env.get("CREDENTIALS_DIRECTORY")
+        else None,
     )

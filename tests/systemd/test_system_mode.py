@@ -91,7 +91,15 @@ def test_a_cron_job_root_adds_runs_as_the_account_with_the_env(ops: Any) -> None
     assert "Result=success" in result, result
     status = json.loads(root(ops, f"cat {STATE}/cron_runs/ping.json").stdout)
     assert status["last_status"] == "ok", status
-    [run] = runs(ops)
+    debug = root(
+        ops,
+        f"systemctl cat {unit}; systemctl show -p LoadCredential,SetCredential {unit};"
+        f" journalctl -u {unit} --no-pager -o cat | tail -30",
+        check=False,
+    ).stdout
+    found = runs(ops)
+    assert len(found) == 1, debug
+    [run] = found
     assert KEY in run["env_names"]
     assert "ping please" in json.dumps(run)
 

@@ -334,3 +334,29 @@ def test_a_doctor_warning_means_exit_1_and_never_everything_looks_fine(home: Pat
     out.truncate(0)
     assert report(ctx, warned[:1]) == 0
     assert "Everything looks fine." in out.getvalue()
+
+
+def test_doctor_sees_the_credentials_a_system_unit_loads_as_the_manager_will() -> None:
+    from dataclasses import dataclass
+
+    from ductor.cli.doctor import loaded_credentials
+    from ductor.paths import Mode
+    from ductor.run import Result
+    from ductor.units import Manager
+
+    cat = (
+        "# /etc/systemd/system/ductor-agent@.service\n[Service]\nExecStart=/x\n\n"
+        "# /etc/systemd/system/ductor-agent@.service.d/20-system.conf\n[Service]\n"
+        "LoadCredential=old:/nowhere\nLoadCredential=\n"
+        "LoadCredential=dotenv:/etc/ductor/credentials/%I/.env\n"
+    )
+
+    @dataclass(frozen=True)
+    class Files(Manager):
+        def systemctl(self, *args: str, check: bool = True, timeout: float = 90) -> Result:
+            return Result(("systemctl", *args), 0, cat, "")
+
+    unit = "ductor-agent@my\\x2dbot.service"
+    assert loaded_credentials(Files(Mode.SYSTEM), unit) == [
+        "dotenv:/etc/ductor/credentials/my-bot/.env"
+    ]

@@ -42,6 +42,14 @@ def test_systemd_directories_are_used_inside_a_unit(tmp_path: Path) -> None:
     assert p.credentials_dir == Path("/run/credentials/x")
 
 
+def test_the_credentials_of_a_cron_run_are_found_though_its_unit_name_has_a_colon(
+    tmp_path: Path,
+) -> None:
+    env = user_env(tmp_path, CREDENTIALS_DIRECTORY="/run/credentials/ductor-cron@ops:ping.service")
+    p = resolve(Mode.SYSTEM, env)
+    assert p.credentials_dir == Path("/run/credentials/ductor-cron@ops:ping.service")
+
+
 def test_user_mode_falls_back_to_xdg_then_home(tmp_path: Path) -> None:
     env = user_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "cfg"))
     p = resolve(Mode.USER, env)

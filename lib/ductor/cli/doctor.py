@@ -17,7 +17,7 @@ from ductor.clipath import PROVIDER_COMMANDS, find_cli, logged_in, unit_path
 from ductor.config.secrets import MAX_SECRET_BYTES
 from ductor.errors import ConfigError, ExitCode
 from ductor.paths import Mode, systemd_version
-from ductor.units import Manager
+from ductor.units import Manager, unescape, unit_name
 
 MIN_SYSTEMD = 252
 TEMPLATES = ("ductor.target", "ductor@.target")
@@ -260,19 +260,39 @@ def wired_credentials(ctx: Context, name: str) -> list[tuple[str, str, Path]]:
     wanted: list[tuple[str, str, Path]] = []
     if "telegram" in cfg.transports:
         token = directory / config.TELEGRAM_TOKEN
-        wanted.append((f"ductor-telegram@{name}.service", config.TELEGRAM_TOKEN, token))
+        unit = unit_name("ductor-telegram@.service", name)
+        wanted.append((unit, config.TELEGRAM_TOKEN, token))
     if "matrix" in cfg.transports:
         password = directory / config.MATRIX_PASSWORD
-        wanted.append((f"ductor-matrix@{name}.service", config.MATRIX_PASSWORD, password))
+        wanted.append((unit_name("ductor-matrix@.service", name), config.MATRIX_PASSWORD, password))
     env = dotenv_file(ctx.paths, name)
     if env.exists():
-        wanted.append((f"ductor-agent@{name}.service", DOTENV_CREDENTIAL, env))
+        wanted.append((unit_name("ductor-agent@.service", name), DOTENV_CREDENTIAL, env))
         try:
             jobs = JobStore(ctx.paths.agent_state(name)).load()
         except ConfigError:
             jobs = {}  # reported by the config checks
         wanted += [(service_unit(name, job), DOTENV_CREDENTIAL, env) for job in sorted(jobs)]
     return wanted
+
+
+def loaded_credentials(manager: Manager, unit: str) -> list[str]:
+    """The unit's ``LoadCredential=`` values (``ID:PATH``), from its files and drop-ins as
+    ``systemctl cat`` shows them (``systemctl show`` prints them as "[unprintable]" on
+    systemd 252), with the instance specifiers filled in."""
+    result = manager.systemctl("cat", "--", unit, check=False, timeout=15)
+    instance = unit.partition("@")[2].rpartition(".")[0]
+    values: list[str] = []
+    for line in result.stdout.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.strip() != "LoadCredential":
+            continue
+        value = value.strip()
+        if not value:
+            values.clear()  # an empty assignment resets the list
+            continue
+        values.append(value.replace("%i", instance).replace("%I", unescape(instance)))
+    return values
 
 
 def check_unit_credentials(ctx: Context, names: list[str]) -> list[Check]:
@@ -286,9 +306,11 @@ def check_unit_credentials(ctx: Context, names: list[str]) -> list[Check]:
             wanted = wired_credentials(ctx, name)
         except ConfigError:
             continue
-        shown = ctx.manager.show([unit for unit, _, _ in wanted], ["LoadCredential"])
-        for (unit, key, file), props in zip(wanted, shown, strict=True):
-            wired = f"{key}:{file}" in props.get("LoadCredential", "")
+        loaded: dict[str, list[str]] = {}
+        for unit, key, file in wanted:
+            if unit not in loaded:
+                loaded[unit] = loaded_credentials(ctx.manager, unit)
+            wired = f"{key}:{file}" in loaded[unit]
             checks.append(
                 Check(
                     f"unit credentials {name}",
