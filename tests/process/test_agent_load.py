@@ -127,6 +127,8 @@ def test_with_every_slot_busy_a_fifth_chat_hears_at_once_and_stop_acts_within_a_
                 ended = list(running[0].events())
                 assert final(ended).get_str("stopped") == "stop"
                 assert time.monotonic() - started < 5 * ONE_SECOND
+                [cli] = [r for r in started_runs(agent) if prompt_of(r) == "busy 1"]
+                assert not Path(f"/proc/{cli['pid']}").exists(), "the stopped CLI still runs"
 
                 accepted = fifth.next_event()
                 assert accepted is not None and accepted.type is EventType.ACCEPTED
