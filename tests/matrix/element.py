@@ -38,6 +38,7 @@ class ElementUser:
         )
         self.client.restore_login(user.user_id, user.device_id, user.access_token)
         self.timeline: defaultdict[str, list[Any]] = defaultdict(list)
+        self.to_device: list[Any] = []  # to-device events received (key requests, ...)
         self.sync()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -59,6 +60,7 @@ class ElementUser:
             raise AssertionError(f"sync failed: {answer.message}")
         for room_id, joined in answer.rooms.join.items():
             self.timeline[room_id].extend(joined.timeline.events)
+        self.to_device.extend(answer.to_device_events)
         if client.should_upload_keys:
             await client.keys_upload()
         if client.should_query_keys:
@@ -123,6 +125,38 @@ class ElementUser:
         }
         return self.send(room, content)
 
+    def send_text_key_later(self, room: str, body: str, owner: str) -> Callable[[], None]:
+        """Send ``body`` without giving ``owner``'s devices its room key; the key is
+        sent by the function returned (a room key that arrives late, as one from a
+        slow federated server does)."""
+        self.sync()
+        olm = self.client.olm
+        devices = list(olm.device_store.active_user_devices(owner))
+        for device in devices:
+            self.client.blacklist_device(device)
+        olm.create_outbound_group_session(room)
+        session = olm.outbound_group_sessions[room]
+        room_key = {
+            "algorithm": MEGOLM["algorithm"],
+            "room_id": room,
+            "session_id": session.id,
+            "session_key": session.session_key,  # from message index 0: before sending
+        }
+        self.send_text(room, body)
+
+        def deliver() -> None:
+            missing = [d for d in devices if olm.session_store.get(d.curve25519) is None]
+            if missing:
+                self.run(self.client.keys_claim({owner: [d.id for d in missing]}))
+            for device in devices:
+                self.client.verify_device(device)
+                olm_session = olm.session_store.get(device.curve25519)
+                content = olm._olm_encrypt(olm_session, device, "m.room_key", room_key)
+                message = nio.ToDeviceMessage("m.room.encrypted", owner, device.id, content)
+                self.run(self.client.to_device(message))
+
+        return deliver
+
     # -- reading -----------------------------------------------------------------------------
 
     def events_from(self, room: str, sender: str) -> list[Any]:
@@ -130,6 +164,10 @@ class ElementUser:
         keys arrived (an undecryptable one stays a ``nio.MegolmEvent``)."""
         self.sync()
         return [e for e in self.timeline[room] if getattr(e, "sender", "") == sender]
+
+    def events_to_device(self) -> list[Any]:
+        self.sync()
+        return list(self.to_device)
 
     def texts_from(self, room: str, sender: str) -> list[str]:
         return [

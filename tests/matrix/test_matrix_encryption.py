@@ -131,6 +131,35 @@ def test_an_encrypted_group_serves_the_allowed_user_and_keeps_the_stranger_out(
     assert plain_events_of(synapse, matrix_users, room) == []
 
 
+def test_a_message_whose_room_key_comes_late_is_asked_for_and_answered_once_it_arrives(
+    bot_for: Callable[..., Bot],
+    element: Callable[..., ElementUser],
+    synapse: Synapse,
+    matrix_users: MatrixUsers,
+) -> None:
+    bot_id = matrix_users.bot.user_id
+    bot = bot_for()
+    alice = element(matrix_users.alice)
+    room = alice.encrypted_room([bot_id], direct=True)
+    eventually(
+        lambda: bot_id in synapse.joined_members(alice.user.access_token, room), 20, bot.transport
+    )
+    deliver_key = alice.send_text_key_later(room, "the key follows", bot_id)
+    alice.wait(  # the bot asks alice's devices for the key it misses
+        lambda: [e for e in alice.events_to_device() if type(e).__name__ == "RoomKeyRequest"],
+        20,
+        bot.transport.log,
+    )
+    assert alice.texts_from(room, bot_id) == []
+    bot.transport.stop()  # the waiting message outlives a restart
+    bot.transport.start()
+    deliver_key()
+    assert alice.wait(lambda: alice.texts_from(room, bot_id), 20, bot.transport.log) == [
+        "ECHO: hello"
+    ]
+    assert "arrived: reading it now" in bot.transport.log()
+
+
 def test_without_the_crypto_dependency_the_bot_says_so_once_and_sends_nothing_plain(
     tmp_path: Path,
     bot_for: Callable[..., Bot],

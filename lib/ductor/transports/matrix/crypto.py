@@ -249,7 +249,12 @@ class Encryption:
             megolm.sender,
         )
         with contextlib.suppress(nio.LocalProtocolError):  # already asked for this session
-            await self.client.request_room_key(megolm)
+            await self.client.request_room_key(megolm)  # the bot's own other devices
+            # and the device that sent it (matrix-nio asks only the former)
+            request = megolm.as_key_request(
+                megolm.sender, self.client.device_id, device_id=megolm.device_id
+            )
+            await self.client.to_device(request)
 
     def late_events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Events kept by :meth:`unreadable` whose room key has arrived since, decrypted
