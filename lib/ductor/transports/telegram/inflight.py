@@ -12,12 +12,18 @@ reactions it left, and when the turn's answer comes through the outbox (``reply-
 the drain sends it whole, as a reply to the user's message, and deletes the partial
 messages, so the chat ends with one complete answer. An answer already shown whose
 acknowledgement was lost is not sent again. Records nobody claims are forgotten after
-:data:`KEEP_SECONDS`. Stdlib only.
+:data:`KEEP_SECONDS`.
+
+Inside an event loop the file is written by a worker thread (the fsync takes
+milliseconds that the chats' streams should not wait for); each write carries a
+version, and an older one never overwrites a newer. Stdlib only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -80,6 +86,9 @@ class InflightTurns:
         self.path = directory / INFLIGHT_FILE
         self._clock = clock
         self._turns = self._load()
+        self._version = 0  # of the records in memory
+        self._written = 0  # the version on disk
+        self._write_lock = threading.Lock()
 
     def _load(self) -> dict[str, InflightTurn]:
         try:
@@ -100,10 +109,24 @@ class InflightTurns:
 
     def _save(self) -> None:
         data = {"turns": {turn: record.to_json() for turn, record in self._turns.items()}}
+        self._version += 1
         try:
-            atomic.write_json(self.path, data, mode=0o600)
-        except OSError as exc:  # the chat goes on; only a crash's leftovers are at stake
-            log.warning("could not write %s: %s", self.path, exc)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(data, self._version)
+            return
+        loop.run_in_executor(None, self._write, data, self._version)
+
+    def _write(self, data: dict[str, Any], version: int) -> None:
+        with self._write_lock:
+            if version <= self._written:
+                return
+            try:
+                atomic.write_json(self.path, data, mode=0o600)
+            except OSError as exc:  # the chat goes on; only a crash's leftovers are at stake
+                log.warning("could not write %s: %s", self.path, exc)
+                return
+            self._written = version
 
     # -- the live side ---------------------------------------------------------------------
 
