@@ -88,6 +88,8 @@ def test_an_encrypted_dm_carries_text_and_files_both_ways_across_a_restart(
     bot.transport.start()
     alice.wait(lambda: len(alice.texts_from(room, bot_id)) >= 3, 30, bot.transport.log)
 
+    synapse.send_text(alice.user.access_token, room, "plain text from a careless client")
+    eventually(lambda: "sent unencrypted into an encrypted room" in bot.transport.log(), 20)
     from_bot = alice.events_from(room, bot_id)
     assert not [e for e in from_bot if type(e).__name__ == "MegolmEvent"]  # all readable
     assert plain_events_of(synapse, matrix_users, room) == []  # not even the reactions
@@ -208,6 +210,6 @@ def test_with_device_trust_known_a_new_device_is_neither_answered_nor_given_keys
         lambda: bot_id in synapse.joined_members(alice.user.access_token, room), 20, bot.transport
     )
     alice.send_text(room, "hello from my new phone")
-    eventually(lambda: "from a device not trusted" in bot.transport.log(), 20, bot.transport)
+    eventually(lambda: "a device the bot does not trust" in bot.transport.log(), 20, bot.transport)
     assert alice.user.device_id in bot.transport.log()  # named, to decide about it
     assert alice.texts_from(room, bot_id) == []

@@ -471,8 +471,9 @@ class MatrixTransport:
         if incoming.action is Action.ENCRYPTED or self.crypto.cannot_answer(room_id):
             await self.crypto.unreadable(room_id, event)
             return True
-        if not await self.crypto.from_trusted_device(event):
-            log.warning("refused %s in %s: from a device not trusted", incoming.event_id, room_id)
+        distrust = await self.crypto.distrust(room_id, event)
+        if distrust:
+            log.warning("refused %s in %s: %s", incoming.event_id, room_id, distrust)
             return True
         if incoming.action in (Action.BUTTON, Action.MESSAGE):
             self.buttons.close(room_id)

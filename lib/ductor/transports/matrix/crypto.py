@@ -193,21 +193,26 @@ class Encryption:
 
     # -- incoming ----------------------------------------------------------------------------
 
-    async def from_trusted_device(self, event: Mapping[str, Any]) -> bool:
-        """Whether a decrypted ``event`` comes from a device the trust policy accepts
-        (plain events are not judged here). A device seen for the first time has its
-        keys fetched first."""
+    async def distrust(self, room_id: str, event: Mapping[str, Any]) -> str:
+        """Why an allowed user's ``event`` is not taken ("" when it is): in an
+        encrypted room a message must be encrypted (Element never sends one in plain
+        text there; reactions may be), and a decrypted event must come from a device
+        the trust policy accepts. A device seen for the first time has its keys
+        fetched first."""
         seal = event.get(SEAL)
-        if not isinstance(seal, dict) or seal.get("verified"):
-            return True
+        if not isinstance(seal, dict):
+            plain_message = event.get("type") == "m.room.message"
+            if plain_message and self.enabled and self.is_encrypted(room_id):
+                return "sent unencrypted into an encrypted room"
+            return ""
+        if seal.get("verified"):
+            return ""
         sender, key = str(event.get("sender", "")), str(seal.get("sender_key", ""))
-        if self._trusted(sender, key):
-            return True
-        if self.client.olm is not None:
+        if not self._trusted(sender, key) and self.client.olm is not None:
             self.client.olm.users_for_key_query.add(sender)
             await self.client.keys_query()
             self.apply_trust()
-        return self._trusted(sender, key)
+        return "" if self._trusted(sender, key) else "sent from a device the bot does not trust"
 
     def _trusted(self, sender: str, key: str) -> bool:
         olm = self.client.olm
