@@ -204,9 +204,12 @@ class TelegramTransport:
 
     async def clear_left_reactions(self) -> None:
         """Remove the status reactions a previous run left on the messages of turns it
-        did not finish (their answers come through the outbox)."""
+        did not finish (their answers come through the outbox). A seen reaction
+        (``scene.status_reaction`` off) is meant to stay."""
+        if not self.config.scene.status_reaction:
+            return
         for left in self.inflight.all():
-            if left.user_message is not None and not left.shown:
+            if left.user_message is not None:
                 with contextlib.suppress(DuctorError):
                     await self.sender.react(left.chat_id, left.user_message, None)
 
