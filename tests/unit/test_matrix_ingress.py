@@ -131,3 +131,23 @@ def test_segments_are_sent_at_tool_boundaries_and_the_rest_at_the_end() -> None:
     assert sent[0] == ("Let me **look**.", "Let me <b>look</b>.")
     assert sent[1][0].startswith("Done.")
     assert "1️⃣ Yes" in sent[1][1] and "2️⃣ No" in sent[1][1]
+
+
+def test_an_event_the_bot_could_not_decrypt_is_marked_only_for_an_allowed_user() -> None:
+    encrypted = {
+        "type": "m.room.encrypted",
+        "event_id": "$e2",
+        "sender": ALICE,
+        "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": "s"},
+    }
+    assert run(encrypted).action is Action.ENCRYPTED
+    assert run({**encrypted, "sender": "@mallory:evil"}).action is Action.REFUSE
+    assert run(encrypted, room="!other", private=False).action is Action.REFUSE
+
+
+def test_an_encrypted_file_is_fetched_from_the_url_inside_its_file_object() -> None:
+    file = {"url": "mxc://example.org/abc", "key": {"k": "K"}, "iv": "IV", "hashes": {}, "v": "v2"}
+    event = text("notes.txt", msgtype="m.file", file=file, info={"mimetype": "text/plain"})
+    (attachment,) = run(event).attachments
+    assert attachment.url == "mxc://example.org/abc" and attachment.encryption == file
+    assert attachment.name == "notes.txt" and attachment.mime_type == "text/plain"
