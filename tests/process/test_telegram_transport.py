@@ -3,7 +3,6 @@ daemon (with the fake CLIs): what a Telegram user sees."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -168,7 +167,12 @@ def test_a_message_accepted_by_the_agent_is_answered_once_after_the_transport_is
     transport = Transport(agent).start()
     try:
         stub.user_sends(USER, "hello", user_id=USER)
-        stub.wait_for(lambda: stub.calls_to("sendChatAction"), timeout=20)
+        # Accepted: the offset moved past the update ("typing…" comes before that now).
+        offset = agent.state / "telegram" / "offset.json"
+        deadline = time.monotonic() + 20
+        while '"offset": 2' not in (offset.read_text() if offset.exists() else ""):
+            assert time.monotonic() < deadline, "the update was never accepted"
+            time.sleep(0.02)
         transport.stop(signal.SIGKILL)
         transport = Transport(agent).start()
         stub.wait_for(lambda: any("ECHO: hello" in t for t in answer_texts(stub, USER)), timeout=40)
@@ -181,8 +185,7 @@ def test_a_message_accepted_by_the_agent_is_answered_once_after_the_transport_is
 
 
 def test_a_long_answer_is_split_into_complete_messages(tmp_path: Path, stub: TelegramStub) -> None:
-    fixture = Path(os.environ.get("DUCTOR_SHARED_DIR", str(REPO.parent / "shared")))
-    base = fixture / "fixtures" / "cli" / "claude-new"
+    base = REPO / "tests" / "fixtures" / "cli" / "claude-new"
     long_text = " ".join(f"word{i}" for i in range(2500))  # about 20 000 characters
     scenario = tmp_path / "long.jsonl"
     scenario.write_text(base.with_suffix(".jsonl").read_text().replace("ECHO: hello", long_text))

@@ -4,7 +4,12 @@ Long polling with our own loop over python-telegram-bot's ``Bot``, so that the u
 offset is committed only after the agent has accepted the message durably (it answered
 ``accepted`` or ``queued``, which it does once the turn is on disk): a message that
 arrives while the agent, the transport or the machine is down is answered after the
-restart, never dropped. Each accepted message is then followed in its own task: its
+restart, never dropped. Updates are handed over chat by chat side by side, in order
+within a chat, stop words in a lane of their own (transports/intake.py): one chat's wait
+holds up no other chat, and the offset stops at the lowest update not yet handed over.
+No single update can stop the loop: one whose handling fails is logged with its id, the
+user gets a short note, and the offset moves past it. Each accepted message is then
+followed in its own task: its
 events become one Telegram message edited in place (stream.py), and the final answer is
 acknowledged to the agent only after it is shown, so a crash in between re-delivers it
 from the outbox. The outbox drain (outbox.py) delivers what comes later (cron results,
@@ -32,6 +37,7 @@ from ductor.protocol import Event, EventType, Request, RequestType, new_request_
 from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
+from ductor.transports.intake import Intake
 from ductor.transports.telegram import media
 from ductor.transports.telegram.answer import LongAnswers, summarise
 from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
@@ -43,10 +49,15 @@ from ductor.transports.telegram.reactions import SEEN, THINKING, StatusReaction
 from ductor.transports.telegram.sender import BotSender, Rows, SendRefused
 from ductor.transports.telegram.stream import StreamEditor, StreamOptions
 from ductor.transports.telegram.topics import TopicNames
+from ductor.transports.typingloop import Typing
 
 log = logging.getLogger("ductor.telegram")
 
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
+# While an update is still being handed over, Telegram keeps sending it back (the offset
+# cannot pass it yet): ask again without a long poll at most this often, so new updates
+# (a /stop) still come in at once.
+REPOLL_EVERY = 0.3
 TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the groups the bot is in
 MENU = (
@@ -79,10 +90,27 @@ class Offset:
                 self.value = data["offset"]
         return self
 
-    def advance(self, update_id: int) -> None:
-        if update_id + 1 > self.value:
-            self.value = update_id + 1
+    def commit(self, value: int) -> None:
+        """Every update below ``value`` is safe with the agent (or done with)."""
+        if value != self.value:
+            self.value = value
             atomic.write_json(self.file, {"offset": self.value}, mode=0o600)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One update on its way in: its id and what :func:`classify` made of it."""
+
+    update_id: int
+    incoming: Incoming
+
+    def lane(self) -> str:
+        """Updates of one chat (topic) go in order; stop words overtake them."""
+        key = self.incoming.session or str(self.incoming.chat_id)
+        return f"{key}!" if self.incoming.action is Action.ABORT else key
+
+    def __str__(self) -> str:
+        return f"update {self.update_id} ({self.incoming.action} in chat {self.incoming.chat_id})"
 
 
 class TelegramTransport:
@@ -110,6 +138,7 @@ class TelegramTransport:
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.typing: Typing[tuple[int, int | None]] = Typing(self.send_typing, TYPING_EVERY)
         self.recent: OrderedDict[tuple[int, int | str], None] = OrderedDict()  # dedupe
         self.notifier = Notifier()
         self.username = ""
@@ -199,6 +228,7 @@ class TelegramTransport:
                 task.cancel()
             for task in list(self.tasks):
                 task.cancel()
+            self.typing.close()
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
 
@@ -218,12 +248,30 @@ class TelegramTransport:
         return LongAnswers(self.config.streaming.max_messages, directory)
 
     async def poll(self, stop: asyncio.Event) -> None:
+        async def handle(received: Received) -> bool:
+            await self.handle(received, stop)
+            return not stop.is_set()  # stopping: it may not have reached the agent
+
+        def commit() -> None:
+            self.offset.commit(intake.commit_point(self.offset.value))
+
+        intake = Intake(handle, on_failure=self.report_failure, on_done=commit)
+        try:
+            await self._poll(intake, stop)
+        finally:
+            await intake.close()
+            commit()
+
+    async def _poll(self, intake: Intake[Received], stop: asyncio.Event) -> None:
         delay = 1.0
         while not stop.is_set():
+            self.offset.commit(intake.commit_point(self.offset.value))
+            intake.forget_below(self.offset.value)
+            busy = intake.busy
             try:
                 updates = await self.bot.get_updates(
                     offset=self.offset.value or None,
-                    timeout=POLL_TIMEOUT,
+                    timeout=0 if busy else POLL_TIMEOUT,
                     allowed_updates=ALLOWED_UPDATES,
                 )
                 delay = 1.0
@@ -239,24 +287,49 @@ class TelegramTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
                 continue
-            for update in updates:
-                await self.handle(update, stop)
-                if stop.is_set():
-                    return
-                self.offset.advance(update.update_id)
+            fresh = [update for update in updates if not intake.seen(update.update_id)]
+            for update in fresh:
+                received = self.receive(update)
+                if received is None:
+                    intake.skip(update.update_id)
+                else:
+                    intake.submit(received.lane(), update.update_id, received)
+            if busy and not fresh:
+                await intake.progressed(REPOLL_EVERY)
             self.notifier.status(self.status_line())
 
     # -- one update ----------------------------------------------------------------------
 
-    async def handle(self, update: telegram.Update, stop: asyncio.Event) -> None:
-        """Return only once the update is safe: refused, handled, or accepted by the agent."""
+    def receive(self, update: telegram.Update) -> Received | None:
+        """What ``update`` is, decided without the network; None for one that cannot be
+        read at all (logged; the offset moves past it)."""
         try:
             incoming = classify(
                 update, bot_username=self.username, bot_id=self.bot_id, config=self.config.telegram
             )
         except Exception:
             log.exception("cannot read update %s; skipping it", update.update_id)
+            return None
+        return Received(update.update_id, incoming)
+
+    async def report_failure(self, received: Received, error: Exception) -> None:
+        """Handling ``received`` failed (logged already): one short note to the user."""
+        incoming = received.incoming
+        if incoming.action not in (Action.MESSAGE, Action.COMMAND, Action.BUTTON, Action.ABORT):
             return
+        if incoming.action is Action.BUTTON:
+            await self.answer_callback(incoming)
+        await self.sender.send_text(
+            incoming.chat_id,
+            "<i>Sorry, that message could not be handled, so it was skipped"
+            f" ({_escape(type(error).__name__)}; details in the transport's log).</i>",
+            thread_id=incoming.thread_id,
+            reply_to=incoming.message_id or None,
+        )
+
+    async def handle(self, received: Received, stop: asyncio.Event) -> None:
+        """Return only once the update is safe: refused, handled, or accepted by the agent."""
+        incoming, update_id = received.incoming, received.update_id
         # A button press names the message it is under, and one message can be pressed
         # more than once (a selector's next level): presses are told apart by query id.
         key: tuple[int, int | str] = (incoming.chat_id, incoming.message_id)
@@ -269,9 +342,9 @@ class TelegramTransport:
             self.recent.popitem(last=False)
         action = incoming.action
         if action is Action.IGNORE:
-            log.debug("ignored update %s: %s", update.update_id, incoming.reason)
+            log.debug("ignored update %s: %s", update_id, incoming.reason)
         elif action is Action.REFUSE:
-            log.warning("refused update %s: %s", update.update_id, incoming.reason)
+            log.warning("refused update %s: %s", update_id, incoming.reason)
             if incoming.chat_type != "private":
                 self.chats.record(
                     incoming.chat_id,
@@ -320,16 +393,31 @@ class TelegramTransport:
             return
         if incoming.action is Action.BUTTON:
             await self.answer_callback(incoming)
-        request = await self.request_for(incoming)
-        handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
-        if handed is None:
-            return
-        exchange, first = handed
-        task = asyncio.create_task(self.follow(incoming, exchange, first))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # A message shows "typing…" from the moment it is taken in, through downloads and
+        # while the agent is busy, until its answer is shown (follow releases it).
+        typing = (incoming.chat_id, incoming.thread_id)
+        held = incoming.action is Action.MESSAGE
+        if held:
+            self.typing.hold(typing)
+        task: asyncio.Task[None] | None = None
+        try:
+            request = await self.request_for(incoming)
+            handed = None
+            if request is not None:
+                handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
+            if handed is not None:
+                exchange, first = handed
+                task = asyncio.create_task(self.follow(incoming, exchange, first, typing=held))
+        finally:
+            if held and task is None:
+                self.typing.release(typing)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
-    async def request_for(self, incoming: Incoming) -> Request:
+    async def request_for(self, incoming: Incoming) -> Request | None:
+        """The request for ``incoming``; None for a message left with nothing to send
+        (its only attachments could not be received: the user was told)."""
         user = protocol.User(id=str(incoming.user_id), name=incoming.user_name)
         common = {
             "id": new_request_id(),
@@ -352,6 +440,8 @@ class TelegramTransport:
         if incoming.action is Action.COMMAND:
             return Request(type=RequestType.COMMAND, text=incoming.text, want_ack=True, **common)  # type: ignore[arg-type]
         files = await self.download(incoming)
+        if not incoming.text and not files:
+            return None
         return Request(
             type=RequestType.MESSAGE,
             text=incoming.text,
@@ -424,7 +514,11 @@ class TelegramTransport:
 
     # -- following a request's events ----------------------------------------------------
 
-    async def follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+    async def follow(
+        self, incoming: Incoming, exchange: AsyncExchange, first: Event, *, typing: bool = False
+    ) -> None:
+        """Show the events of ``exchange``; ``typing``: the chat's typing indicator was
+        held for this message when it came in, and is released here."""
         try:
             async with exchange:
                 await self._follow(incoming, exchange, first)
@@ -434,6 +528,9 @@ class TelegramTransport:
             log.warning("the agent went away while answering in chat %s: %s", incoming.chat_id, exc)
         except Exception:
             log.exception("showing the answer in chat %s failed", incoming.chat_id)
+        finally:
+            if typing:
+                self.typing.release((incoming.chat_id, incoming.thread_id))
 
     async def _follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
         chat, thread = incoming.chat_id, incoming.thread_id
@@ -463,7 +560,7 @@ class TelegramTransport:
             on_messages=in_chat if turn else None,
         )
         reaction = await self.react_on_receipt(incoming)
-        typing = asyncio.create_task(self.keep_typing(chat, thread))
+        self.typing.hold((chat, thread))
         try:
             event: Event | None = first
             while event is not None:
@@ -501,7 +598,7 @@ class TelegramTransport:
                     await editor.on_event(event)
                 event = await exchange.next_event()
         finally:
-            typing.cancel()
+            self.typing.release((chat, thread))
             if reaction is not None:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -633,11 +730,9 @@ class TelegramTransport:
                         thread_id=incoming.thread_id,
                     )
 
-    async def keep_typing(self, chat: int, thread: int | None) -> None:
-        while True:
-            with contextlib.suppress(DuctorError):
-                await self.sender.chat_action(chat, thread)
-            await asyncio.sleep(TYPING_EVERY)
+    async def send_typing(self, chat: tuple[int, int | None]) -> None:
+        """One "typing…" in a chat (topic); :class:`Typing` repeats it while held."""
+        await self.sender.chat_action(*chat)
 
 
 def _escape(text: str) -> str:
