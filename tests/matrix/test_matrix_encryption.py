@@ -3,6 +3,7 @@ matrix-nio client with encryption (tests/matrix/element.py) acting as the person
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,35 @@ def test_a_message_whose_room_key_comes_late_is_asked_for_and_answered_once_it_a
         "ECHO: hello"
     ]
     assert "arrived: reading it now" in bot.transport.log()
+
+
+def test_after_a_revoked_login_the_bot_publishes_its_keys_again_and_the_dm_goes_on(
+    bot_for: Callable[..., Bot],
+    element: Callable[..., ElementUser],
+    synapse: Synapse,
+    matrix_users: MatrixUsers,
+) -> None:
+    bot_id = matrix_users.bot.user_id
+    bot = bot_for()
+    alice = element(matrix_users.alice)
+    room = alice.encrypted_room([bot_id], direct=True)
+    eventually(
+        lambda: bot_id in synapse.joined_members(alice.user.access_token, room), 20, bot.transport
+    )
+    alice.send_text(room, "first")
+    alice.wait(lambda: alice.texts_from(room, bot_id), 20, bot.transport.log)
+    bot.transport.stop()
+    login = json.loads((bot.agent.state / "matrix" / "login.json").read_text())
+    synapse.request("POST", "/_matrix/client/v3/logout", login["access_token"], {})
+    bot.transport.start()
+
+    def new_device_keys_uploaded() -> bool:
+        parts = bot.transport.log().split("with a new device")
+        return len(parts) == 3 and "keys of device" in parts[-1]
+
+    eventually(new_device_keys_uploaded, 20, bot.transport)
+    alice.send_text(room, "second, to the new device")
+    alice.wait(lambda: len(alice.texts_from(room, bot_id)) >= 2, 20, bot.transport.log)
 
 
 def test_without_the_crypto_dependency_the_bot_says_so_once_and_sends_nothing_plain(

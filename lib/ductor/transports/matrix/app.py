@@ -156,12 +156,14 @@ class MatrixTransport:
                 f" {self.paths.agent_credentials(self.name) / config.MATRIX_PASSWORD} (mode"
                 " 0600; `ductor init NAME --transport matrix` does that for a new agent)"
             )
+        crypto.forget_device(self.client)  # a new login is a new device with its own keys
         answer = await self.client.login(self.password, device_name="ductor")
         if isinstance(answer, nio.LoginError):
             if answer.status_code in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"):
                 raise ConfigError(f"Matrix refused the login of {self.bot_id}: {answer.message}")
             raise MatrixError(f"login failed: {answer.message} ({answer.status_code})")
         Login(answer.user_id, answer.device_id, answer.access_token).save(file)
+        crypto.publish_keys_again(self.client)
         log.info("logged in as %s with a new device %s", answer.user_id, answer.device_id)
 
     async def start(self) -> None:

@@ -83,6 +83,20 @@ def restore_login(client: nio.AsyncClient, user_id: str, device_id: str, token: 
         client.user_id, client.access_token = user_id, token
 
 
+def forget_device(client: nio.AsyncClient) -> None:
+    """Close the store of the device before a new login: matrix-nio keeps a loaded
+    store, and the new device must not reuse the old one's Olm account."""
+    client.store, client.olm = None, None
+
+
+def publish_keys_again(client: nio.AsyncClient) -> None:
+    """After a password login: the homeserver may have dropped the device's keys with
+    the old login (a logout deletes them; a device id given in the config comes back
+    with the same store), so they are uploaded again at the next sync."""
+    if client.olm is not None:
+        client.olm.account.shared = False
+
+
 def source_of(event: Any) -> dict[str, Any] | None:
     """The raw dict of a timeline event as matrix-nio left it: decrypted where it could
     (then sealed with :data:`SEAL`), ``m.room.encrypted`` where it could not."""
