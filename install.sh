@@ -230,6 +230,9 @@ install_config() {
         # The account's state: what root writes there (`ductor --system cron add`, init)
         # is given to the account, which owns the directory (lib/ductor/atomic.py).
         install -d -m 0700 -o "$ACCOUNT" -g "$ACCOUNT" /var/lib/ductor
+        # Older releases left root's files there (cron jobs, task folders), which the
+        # account's units cannot open: an upgrade gives them back.
+        find /var/lib/ductor -xdev ! -user "$ACCOUNT" -exec chown -h "$ACCOUNT:$ACCOUNT" {} +
     fi
     mkdir -p "$CONF_DIR/agents"
     install -d -m 0700 "$CONF_DIR/credentials"

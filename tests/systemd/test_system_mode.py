@@ -142,3 +142,10 @@ def test_doctor_checks_what_the_units_can_read_not_what_root_can(ops: Any) -> No
         assert "Everything looks fine" not in result.stdout
     finally:
         root(ops, f"rm -f {dropin} && systemctl daemon-reload")
+
+
+def test_an_upgrade_gives_what_old_releases_left_as_root_back_to_the_account(ops: Any) -> None:
+    leftover = f"{STATE}/workspace/cron_tasks/ping/MEMORY.md"
+    root(ops, f"chown root:root {leftover} && chmod 0600 {leftover}")
+    root(ops, f"{SRC}/install.sh --system")
+    assert root(ops, f"stat -c %U {leftover}").stdout.strip() == "ductor"
