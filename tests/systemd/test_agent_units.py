@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from tests.systemd.test_install import CONFIG, SRC, TOKEN, sh
 
 pytestmark = pytest.mark.systemd
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 STATE = f"{CONFIG}/sd"  # systemd 252: StateDirectory= of user units is ~/.config
 ENV_FILE = f"{CONFIG}/credentials/sd/.env"
 OUTBOX = f"{STATE}/spool/outbox"
@@ -55,7 +53,6 @@ def envelopes(systemd: Any, transport: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def agent_sd(systemd: Any) -> Any:
-    systemd.copy_in(SHARED / "fixtures", "/opt/shared/fixtures")
     sh(systemd, f"{SRC}/install.sh")
     sh(
         systemd,
@@ -79,7 +76,15 @@ def test_the_first_message_starts_the_agent_through_its_socket(agent_sd: Any) ->
     assert "ECHO: hello" in answer.stdout
     props = show(sd, "ductor-agent@sd.service", "ActiveState", "StatusText", "Type")
     assert props["ActiveState"] == "active"
-    assert "1 session" in props["StatusText"]
+    # STATUS= follows the turn's end within a fraction of a second (it is rate-limited)
+    sd.wait_until(
+        lambda: (
+            "1 session, 0 running"
+            in show(sd, "ductor-agent@sd.service", "StatusText")["StatusText"]
+        ),
+        timeout=5,
+        what="STATUS= says the finished turn's session",
+    )
     socket_mode = sh(sd, "stat -c %a $XDG_RUNTIME_DIR/ductor/sd/agent.sock").stdout.strip()
     assert socket_mode == "600"
 
