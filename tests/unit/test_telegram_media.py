@@ -15,6 +15,7 @@ from ductor.transports.telegram import media
 from ductor.transports.telegram.media import (
     MAX_DOWNLOAD_BYTES,
     FileTooBig,
+    ImageTooLarge,
     check_size,
     incoming_dir,
     is_photo,
@@ -223,15 +224,37 @@ def test_a_truncated_image_is_kept_as_it_is(tmp_path: Path) -> None:
     assert original.read_bytes() == data
 
 
-def test_a_decompression_bomb_is_kept_as_it_is(
+def test_a_decompression_bomb_is_refused_and_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = tmp_path / "bomb.png"
     Image.new("L", (400, 400)).save(original)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
-    assert process_image(original, ImageConfig()) == original
-    assert original.exists()
+    with pytest.raises(ImageTooLarge, match="decompression bomb"):
+        process_image(original, ImageConfig())
+    assert not original.exists()
     assert not (tmp_path / "bomb.webp").exists()
+
+
+def test_an_image_over_max_megapixels_is_refused_from_its_header_with_its_size(
+    tmp_path: Path,
+) -> None:
+    original = tmp_path / "huge.png"
+    Image.new("1", (9400, 9400)).save(original)  # 1 bit a pixel here, 4 bytes decoded
+    with pytest.raises(ImageTooLarge) as refused:
+        process_image(original, ImageConfig(max_megapixels=50))
+    message = str(refused.value)
+    assert "9400x9400" in message and "88.4 megapixels" in message
+    assert "image.max_megapixels" in message
+    assert not original.exists()
+
+
+def test_an_image_under_max_megapixels_is_shrunk_as_before(tmp_path: Path) -> None:
+    original = tmp_path / "big.jpg"
+    Image.new("RGB", (6000, 3000), (200, 10, 10)).save(original, quality=50)
+    result = process_image(original, ImageConfig(max_megapixels=20, max_dimension=1000))
+    with Image.open(result) as image:
+        assert image.size == (1000, 500)
 
 
 # --- the index ----------------------------------------------------------------------

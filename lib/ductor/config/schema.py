@@ -166,6 +166,8 @@ class ImageConfig:
     max_dimension: int = setting(2000, min=16, max=20000)
     output_format: str = setting("webp", choices=IMAGE_FORMATS)
     quality: int = setting(85, min=1, max=100)
+    # Decoding costs about 4 bytes a pixel whatever the file size: past this, refused.
+    max_megapixels: int = setting(50, min=1, max=400)
 
 
 @dataclass(frozen=True)

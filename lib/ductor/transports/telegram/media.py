@@ -5,17 +5,22 @@ to use as one path component (:func:`safe_name`, :func:`unique_path`), and
 ``telegram_files/_index.json`` lists them for the agent (:func:`update_index`). Images
 are normalised before the agent sees them (:func:`process_image`): the EXIF orientation
 applied, the longer side cut to ``image.max_dimension``, converted to
-``image.output_format``. Outgoing files go as photos when Telegram will take them as
-such (:func:`is_photo`), else as documents.
+``image.output_format``. Image work is bounded: an image of more than
+``image.max_megapixels`` is refused from its header (:class:`ImageTooLarge`), a JPEG is
+decoded at a reduced scale, and one image is processed at a time per process. Outgoing
+files go as photos when Telegram will take them as such (:func:`is_photo`), else as
+documents.
 
 Pillow is imported here, python-telegram-bot is not: the transport does the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -62,6 +67,20 @@ class FileTooBig(DuctorError):
             f"That file is {_megabytes(size)}; Telegram lets a bot download at most"
             f" {_megabytes(limit)}. Send a smaller file, or put it somewhere the agent can"
             " fetch it and send the link."
+        )
+
+
+class ImageTooLarge(DuctorError):
+    """An image with more pixels than ``image.max_megapixels``: decoding it would take
+    far more memory than the file's size suggests."""
+
+    def __init__(self, width: int, height: int, limit: int) -> None:
+        size = f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels)"
+        if not width or not height:
+            size = "a decompression bomb"
+        super().__init__(
+            f"That image is {size}; images of up to {limit} megapixels are taken"
+            " (image.max_megapixels). Scale it down and send it again."
         )
 
 
@@ -262,33 +281,48 @@ def _encode(image: Image.Image, output_format: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def _open(path: Path, config: ImageConfig) -> Image.Image:
+    """The image at ``path``, its header read and its size checked (nothing decoded)."""
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError:  # more than twice Pillow's own limit
+        raise ImageTooLarge(0, 0, config.max_megapixels) from None
+    width, height = opened.size
+    if width * height > config.max_megapixels * 1_000_000:
+        opened.close()
+        raise ImageTooLarge(width, height, config.max_megapixels)
+    return opened
+
+
 def _converted(path: Path, config: ImageConfig) -> tuple[bytes, str] | None:
     """The new image's bytes and suffix, or None when the file is fine as it is."""
     pil_format, suffix = _FORMATS[config.output_format]
-    with Image.open(path) as opened:  # reads the header only
+    with _open(path, config) as opened:
         width, height = opened.size
-        # Past Pillow's pixel limit an image is a decompression bomb, not a photo. Pillow
-        # only warns up to twice the limit; checked here, since warning filters are
-        # process-wide and this runs in worker threads.
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and width * height > limit:
-            raise ValueError(f"{width}x{height} pixels is more than the {limit} allowed")
         if getattr(opened, "is_animated", False):
             return None  # GIF, APNG, animated WebP: converting would freeze them
-        opened.load()
         orientation = opened.getexif().get(0x0112, 1)  # EXIF Orientation
         too_big = max(width, height) > config.max_dimension
         if opened.format == pil_format and not too_big and orientation in (1, None):
             return None
-        image = ImageOps.exif_transpose(opened)
-    if max(image.size) > config.max_dimension:
-        width, height = image.size
-        scale = config.max_dimension / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
+        if too_big and opened.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale, never below the size wanted.
+            opened.draft("RGB", (config.max_dimension, config.max_dimension))
+        opened.load()
+        image: Image.Image = opened
+        if max(image.size) > config.max_dimension:
+            # Shrinks in place, by whole factors first: no full-size copy is made.
+            bound = (config.max_dimension, config.max_dimension)
+            image.thumbnail(bound, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # Turned after shrinking (the longer side stays the longer side): a small copy.
+        image = ImageOps.exif_transpose(image)
     return _encode(
         _for_format(image, config.output_format), config.output_format, config.quality
     ), suffix
+
+
+# Decoding is where the memory goes: one image at a time, however many chats send some.
+_DECODING = threading.Lock()
 
 
 def process_image(path: Path, config: ImageConfig) -> Path:
@@ -297,12 +331,15 @@ def process_image(path: Path, config: ImageConfig) -> Path:
     The result is ``<stem>.<ext>`` next to the original (``<stem> (2).<ext>`` if another
     file has that name); the original is removed only after the result is safely
     written. EXIF data other than the orientation is not carried over (it can hold the
-    place a photo was taken). Anything that is not a readable image, including
-    decompression bombs and truncated files, is logged and left untouched: the path
-    itself is returned. Animated images and images already in shape are left as well.
+    place a photo was taken). An image of more than ``config.max_megapixels`` (and any
+    decompression bomb) is removed and :class:`ImageTooLarge` raised, for the user to
+    be told. Anything else that is not a readable image, including truncated files, is
+    logged and left untouched: the path itself is returned. Animated images and images
+    already in shape are left as well.
     """
     try:
-        converted = _converted(path, config)
+        with _DECODING:
+            converted = _converted(path, config)
         if converted is None:
             return path
         data, suffix = converted
@@ -311,6 +348,10 @@ def process_image(path: Path, config: ImageConfig) -> Path:
             target = unique_path(path.parent, target.name)
         temp = write_temp_file(path.parent, data, name=target.name)
         replace_file(temp, target)
+    except ImageTooLarge:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
     except Exception as exc:  # Pillow's decoders raise many kinds on hostile input
         log.warning("%s: keeping the file as it is, image processing failed: %s", path, exc)
         return path
