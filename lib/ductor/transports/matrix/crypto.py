@@ -32,6 +32,7 @@ from nio.crypto import ENCRYPTION_ENABLED
 from ductor import atomic
 from ductor.config.schema import MatrixConfig
 from ductor.errors import DuctorError
+from ductor.transports.matrix.ingress import is_user_allowed
 
 __all__ = [
     "CANNOT_DECRYPT_NOTICE",
@@ -176,12 +177,11 @@ class Encryption:
         olm = self.client.olm
         if olm is None:
             return
-        allowed = set(self.config.allowed_users)
         for device in [d for d in self.client.device_store if not d.deleted]:
             user_id = device.user_id
             if user_id == self.client.user_id and device.id == self.client.device_id:
                 continue
-            if user_id not in allowed:
+            if not is_user_allowed(user_id, self.config):
                 if not olm.is_device_blacklisted(device):
                     self.client.blacklist_device(device)
                 continue

@@ -39,6 +39,7 @@ __all__ = [
     "Incoming",
     "classify",
     "is_room_allowed",
+    "is_user_allowed",
     "session_key",
 ]
 
@@ -100,6 +101,11 @@ def session_key(room_id: str) -> str:
 def is_room_allowed(room_id: str, *, allowed_room_ids: Collection[str], private: bool) -> bool:
     """Whether the bot serves ``room_id``: listed, or a direct chat with an allowed user."""
     return room_id in allowed_room_ids or private
+
+
+def is_user_allowed(user_id: str, config: MatrixConfig) -> bool:
+    """Whether ``user_id`` may talk to the bot (and, in encrypted rooms, read it)."""
+    return user_id in config.allowed_users
 
 
 def localpart(user_id: str) -> str:
@@ -184,7 +190,7 @@ def classify(
         return _with(base, reason=f"not a message ({kind})")
     if not is_room_allowed(room_id, allowed_room_ids=allowed_room_ids, private=private):
         return _with(base, action=Action.REFUSE, reason=f"room {room_id} is not allowed")
-    if sender not in config.allowed_users:
+    if not is_user_allowed(sender, config):
         return _with(base, action=Action.REFUSE, reason=f"user {sender} is not allowed")
     if kind == "m.room.encrypted":
         return _with(base, action=Action.ENCRYPTED, reason="an event the bot could not decrypt")
