@@ -13,6 +13,7 @@ from ductor.spool import MEANT_FOR, Envelope, Queue, Spool, WakeListener, WakeSo
 log = logging.getLogger(__name__)
 
 TRANSPORT_NAMES = {"tg": "Telegram", "mx": "Matrix"}
+RETRY_AFTER_FAILURE = 5.0  # seconds before a drain whose queue failed tries again
 
 
 def rerouted_reason(envelope: Envelope) -> str | None:
@@ -27,6 +28,11 @@ def rerouted_reason(envelope: Envelope) -> str | None:
     return f"meant for {where}, but this agent does not run {name}"
 
 
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def refused_note(envelope: Envelope, reason: str) -> str:
     """What the main user reads about an envelope that was not delivered: ``reason``."""
     origin = envelope.routing.origin.strip()
@@ -39,7 +45,11 @@ def refused_note(envelope: Envelope, reason: str) -> str:
 
 class DrainLoop(ABC):
     """Subclasses set ``self.queue`` (and ``self.spool`` to adopt what waits in the
-    outboxes of transports the agent no longer runs) and implement :meth:`process_due`.
+    outboxes of transports the agent no longer runs) and implement :meth:`_handle`.
+
+    A drain survives any one envelope: one whose handling raises what the subclass did
+    not expect goes to ``bad/`` with the reason (``ductor outbox`` lists it, ``resend``
+    retries it), and the drain goes on with the next.
 
     Deny by default, as for incoming messages: a drain delivers only to the users,
     groups and rooms the allowlists name (:meth:`refusal` says why not); an envelope for
@@ -51,8 +61,35 @@ class DrainLoop(ABC):
     spool: Spool | None = None
 
     @abstractmethod
+    async def _handle(self, envelope: Envelope) -> None:
+        """Deliver (or retry later, or refuse) one claimed ``envelope``."""
+
     async def process_due(self, stop: asyncio.Event | None = None) -> int:
-        """Deliver every envelope that is due now; returns how many were handled."""
+        """Claim and handle every envelope that is due now; returns how many.
+
+        :meth:`run` calls this after each wake-up; a caller that runs its own loop must
+        call :meth:`~ductor.spool.Queue.recover` once before the first call.
+        """
+        handled = 0
+        while stop is None or not stop.is_set():
+            envelope = await asyncio.to_thread(self.queue.claim_next)
+            if envelope is None:
+                break
+            try:
+                await self._handle(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("envelope %s could not be handled; moving it to bad/", envelope.id)
+                await self._set_aside(envelope, f"could not be handled: {_describe(exc)}")
+            handled += 1
+        return handled
+
+    async def _set_aside(self, envelope: Envelope, reason: str) -> None:
+        try:
+            await asyncio.to_thread(self.queue.reject, envelope, reason)
+        except Exception as exc:  # not in cur/ any more, or the disk failed: logged
+            log.warning("envelope %s could not be moved to bad/: %s", envelope.id, exc)
 
     @abstractmethod
     def refusal(self, envelope: Envelope) -> str | None:
@@ -91,10 +128,17 @@ class DrainLoop(ABC):
                 if moved:
                     log.warning("%d envelope(s) adopted from other outboxes", moved)
             while not stop.is_set():
-                await self.process_due(stop)
-                if stop.is_set():
-                    break
-                await self._wait(listener, stop)
+                try:
+                    await self.process_due(stop)
+                    if stop.is_set():
+                        break
+                    await self._wait(listener, stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the queue itself (a directory, the disk): try again
+                    log.exception("the outbox %s failed; trying again", self.queue.path)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), RETRY_AFTER_FAILURE)
         finally:
             self.queue.close()
 

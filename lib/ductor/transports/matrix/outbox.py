@@ -42,16 +42,6 @@ class MatrixOutbox(DrainLoop):
         self.transport = transport
         self.allowed_users = list(allowed_users)
 
-    async def process_due(self, stop: asyncio.Event | None = None) -> int:
-        handled = 0
-        while stop is None or not stop.is_set():
-            envelope = await asyncio.to_thread(self.queue.claim_next)
-            if envelope is None:
-                break
-            await self._handle(envelope)
-            handled += 1
-        return handled
-
     async def _handle(self, envelope: Envelope) -> None:
         if envelope.delivery.delivered:
             log.info("envelope %s was delivered before; not sending it again", envelope.id)

@@ -150,22 +150,7 @@ class OutboxDrain(DrainLoop):
         self.inflight = inflight
         self.long_answers = long_answers
 
-    # -- one pass (the waiting loop is DrainLoop.run) -------------------------------
-
-    async def process_due(self, stop: asyncio.Event | None = None) -> int:
-        """Claim and handle every envelope that is due now; returns how many.
-
-        :meth:`run` calls this after each wake-up; a caller that runs its own loop must
-        call :meth:`~ductor.spool.Queue.recover` once before the first call.
-        """
-        handled = 0
-        while stop is None or not stop.is_set():
-            envelope = await asyncio.to_thread(self.queue.claim_next)
-            if envelope is None:
-                break
-            await self._handle(envelope)
-            handled += 1
-        return handled
+    # -- one envelope of a pass (the pass and the loop are DrainLoop's) --------------
 
     async def _handle(self, envelope: Envelope) -> None:
         if envelope.delivery.delivered:
