@@ -11,11 +11,11 @@ client, the way a transport sends them (``want_ack``, ack after the final).
 
 (a) overhead
     The fake claude replays ``claude-partial`` with its recorded timing (tokens every
-    ~200 ms, first text at ~1.8 s, exit at ~4.2 s). Bare: the CLI run directly, time to
+    ~200 ms, first text at ~1.5 s, exit at ~4.1 s). Bare: the CLI run directly, time to
     the first stdout line that carries text (a text_delta or an assistant text) and to
     its exit. Agent: a message in a new session, time from sending the request to the
     first ``text`` event and to the ``final`` event. Budget: first text ≤ bare + 50 ms,
-    final ≤ bare + 100 ms (medians). A run replays 4.2 s of recorded gaps, so 20 runs of
+    final ≤ bare + 100 ms (medians). A run replays 4.1 s of recorded gaps, so 20 runs of
     each one after the other would take 3 minutes; by default each agent turn runs side by
     side with a bare run started 0.3 s after it (or before it, every other run): the two
     meet only while both sleep between lines, 100 ms apart. ``--serial`` runs them one
@@ -286,8 +286,6 @@ def fixtures() -> dict[str, str]:
     """Where the fake finds its recordings, when this environment says (as tests honour it)."""
     if os.environ.get("FAKECLI_FIXTURES"):
         return {"FAKECLI_FIXTURES": os.environ["FAKECLI_FIXTURES"]}
-    if os.environ.get("DUCTOR_SHARED_DIR"):
-        return {"FAKECLI_FIXTURES": str(Path(os.environ["DUCTOR_SHARED_DIR"], "fixtures", "cli"))}
     return {}
 
 

@@ -23,7 +23,7 @@ sync, as a Matrix client would see it.
     status boundary and the rest at the final. First text: the first bot message of the
     room that carries answer text; final: the bot message that completes the answer.
     The fake claude replays ``claude-partial`` with its recorded timing (first text at
-    ~1.8 s, a token every ~200 ms, exit at ~4.2 s): it has no tool boundary, so the whole
+    ~1.5 s, a token every ~200 ms, exit at ~4.1 s): it has no tool boundary, so the whole
     answer is one message sent at the final event, and the first text is that message.
     Bare: the CLI run directly, to its first stdout line with text and to its exit; each
     Matrix turn runs side by side with a bare run started 0.3 s after it (or before it,
@@ -93,7 +93,7 @@ from ductor.spool import Envelope, Kind, Payload, Routing, Spool
 sys.path.insert(1, str(REPO))  # the homeserver harness lives with the tests
 from tests.stubs.synapse import MatrixUser, Synapse, SynapseError
 
-ANSWER = "One two three four five six seven eight nine ten"  # claude-partial's answer
+ANSWER = "ECHO: One two three four five six seven eight nine ten"  # claude-partial's answer
 FIRST_WORD = ANSWER.split(maxsplit=1)[0]
 INSTALL_SYNAPSE = REPO / "tests" / "install-synapse"
 BUDGET_SPOOL_MS = 1000.0

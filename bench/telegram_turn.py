@@ -20,8 +20,8 @@ delayed ACK, a cost of the stub and not of the transport (``--stub-nagle`` keeps
     is the moment the stub queues the update (the transport is waiting in a long poll).
     First text: the first sendMessage/editMessageText of that chat that shows answer
     text; final: the first one that shows the complete answer. The fake claude replays
-    ``claude-partial`` with its recorded timing (first text at ~1.8 s, a token every
-    ~200 ms, exit at ~4.2 s). Bare: the CLI run directly, to its first stdout line with
+    ``claude-partial`` with its recorded timing (first text at ~1.5 s, a token every
+    ~200 ms, exit at ~4.1 s). Bare: the CLI run directly, to its first stdout line with
     text and to its exit; each Telegram turn runs side by side with a bare run started
     0.3 s after it (or before it, every other run), as in bench/agent_turn.py. Budget:
     first text ≤ bare + 50 ms, final ≤ bare + 100 ms (medians). It also prints how the

@@ -11,8 +11,8 @@ Stdlib only, so that it runs under any python3. Environment:
 - ``FAKECLI_RECORD``: a file to which each run appends one JSON line with its argv,
   stdin, cwd, pid, process group and environment (names, and the values of the
   variables tests look at).
-- ``FAKECLI_FIXTURES``: the fixture directory. Default: ``$DUCTOR_SHARED_DIR/fixtures/cli``,
-  else ``<repo>/../shared/fixtures/cli``.
+- ``FAKECLI_FIXTURES``: the fixture directory. Default: ``tests/fixtures/cli`` of this
+  repository (recorded by ``tests/record-cli``).
 - ``FAKECLI_STALL_S``: how long an interrupt scenario waits for its signal before it
   gives up with exit code 124. Default 30.
 
@@ -77,10 +77,7 @@ class Scenario:
 def fixtures_dir() -> Path:
     if os.environ.get("FAKECLI_FIXTURES"):
         return Path(os.environ["FAKECLI_FIXTURES"])
-    if os.environ.get("DUCTOR_SHARED_DIR"):
-        return Path(os.environ["DUCTOR_SHARED_DIR"]) / "fixtures" / "cli"
-    repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "fixtures" / "cli"
+    return Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 
 
 def scenario_base(cli: str, name: str) -> Path:

@@ -18,7 +18,8 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def shell_scripts() -> list[Path]:
     scripts = [REPO / "install.sh", REPO / "tests" / "run", REPO / "tests" / "install-claude"]
-    scripts += [REPO / "tests" / "install-synapse", REPO / ".ci" / "run"]
+    scripts += [REPO / "tests" / "install-synapse", REPO / "tests" / "install-clis"]
+    scripts += [REPO / ".ci" / "run"]
     for path in REPO.rglob("*"):
         if {".venv", ".git", ".cache"} & set(path.parts) or not path.is_file():
             continue

@@ -20,7 +20,7 @@ from tests.stubs.synapse import Synapse
 
 from ductor.spool import Envelope, Kind, Payload, Routing, Spool, State
 
-FIXTURES = REPO.parent / "shared" / "fixtures" / "cli"
+FIXTURES = REPO / "tests" / "fixtures" / "cli"
 KEYCAPS = ("1️⃣", "2️⃣", "3️⃣")
 
 

@@ -51,7 +51,6 @@ class AgentProcess:
             "DUCTOR_STATE_DIR": str(self.root / "state"),
             "DUCTOR_RUNTIME_DIR": str(self.root / "run"),
             "DUCTOR_CACHE_DIR": str(self.root / "cache"),
-            "DUCTOR_SHARED_DIR": os.environ.get("DUCTOR_SHARED_DIR", str(REPO.parent / "shared")),
         }
         env.update(self.extra_env)
         return env

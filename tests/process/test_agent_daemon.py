@@ -101,7 +101,9 @@ def test_a_message_streams_the_answer_and_ends_with_a_final_event(agent: AgentPr
     assert texts(events) == "ECHO: hello"
     assert end.get_str("provider") == "claude"
     assert end.get_str("session_id")
-    assert end.get_int("output_tokens") == 7
+    recorded = Path(__file__).resolve().parents[1] / "fixtures" / "cli" / "claude-new.jsonl"
+    usage = json.loads(recorded.read_text().splitlines()[-1])["usage"]
+    assert end.get_int("output_tokens") == usage["output_tokens"] > 0
 
 
 def test_the_second_message_resumes_the_cli_session_of_the_first(agent: AgentProcess) -> None:
@@ -546,10 +548,7 @@ def test_model_directive_switches_the_session_for_this_and_later_messages(
 
 def test_buttons_in_the_answer_become_abstract_buttons(agent: AgentProcess) -> None:
     scenario = agent.root / "buttons.jsonl"
-    base = Path(
-        os.environ.get("DUCTOR_SHARED_DIR", str(Path(__file__).resolve().parents[3] / "shared"))
-    )
-    fixture = base / "fixtures" / "cli" / "claude-new"
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "cli" / "claude-new"
     text = (
         fixture.with_suffix(".jsonl")
         .read_text()

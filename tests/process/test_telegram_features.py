@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from tests.process.agent_proc import REPO
 from tests.process.test_telegram_transport import USER, Transport, answer_texts, setup_agent
 from tests.stubs.telegram_api import TelegramStub
 
-FIXTURES = Path(os.environ.get("DUCTOR_SHARED_DIR", str(REPO.parent / "shared"))) / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture
@@ -192,8 +191,8 @@ def test_stop_ends_a_streaming_turn_at_once(stub: TelegramStub, bot_for: object)
 def test_an_answer_survives_a_storm_of_telegram_errors_complete_and_once(
     stub: TelegramStub, bot_for: object
 ) -> None:
-    # claude-partial streams "One two ... ten" in small deltas: a first message, then edits.
-    answer = "One two three four five six seven eight nine ten"
+    # claude-partial streams "ECHO: One two ... ten" in small deltas: a message, then edits.
+    answer = "ECHO: One two three four five six seven eight nine ten"
     bot_for(FAKECLI_SCENARIO="claude-partial", FAKECLI_DELAY_MS="20")  # type: ignore[operator]
     stub.fail_next("editMessageText", 429, retry_after=1, times=3)
     stub.fail_next("sendMessage", 502, times=2)

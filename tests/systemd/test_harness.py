@@ -78,16 +78,24 @@ def test_a_missing_prerequisite_skips_but_fails_under_ci(
 
 
 def test_prerequisites_name_root_when_not_root() -> None:
-    code = (
-        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-        "from tests.systemd.harness import missing_prerequisites; print(missing_prerequisites())"
-    )
-    found = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    # nobody may not enter the checkout (a clone in root's 0700 home, the venv in it): it
+    # runs a copy of the harness (stdlib only) with the interpreter the venv points to.
+    folder = Path(tempfile.mkdtemp(prefix="ductor-harness-"))
+    try:
+        folder.chmod(0o755)
+        shutil.copy(REPO_ROOT / "tests" / "systemd" / "harness.py", folder / "harness.py")
+        (folder / "harness.py").chmod(0o644)
+        python = os.path.realpath(sys.executable)
+        code = "import harness; print(harness.missing_prerequisites())"
+        found = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", code],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        shutil.rmtree(folder)
     assert "root" in found
 
 

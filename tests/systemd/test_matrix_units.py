@@ -20,7 +20,6 @@ from tests.systemd.test_install import CONFIG, SRC, TOKEN, sh
 
 pytestmark = pytest.mark.systemd
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 AGENT = "duo"
 STUB_PORT = 8082  # test_telegram_units uses 8081
 STUB_UNIT = "fake-telegram-duo"
@@ -156,7 +155,6 @@ def duo(systemd: Any, synapse_python: Path) -> Iterator[Duo]:  # noqa: F811
         f" --python {python} --workdir {SYNAPSE_DIR} --port {SYNAPSE_PORT}"
         f" --shared-secret {SHARED_SECRET}",
     )
-    systemd.copy_in(SHARED / "fixtures", "/opt/shared/fixtures")
     sh(systemd, f"{SRC}/install.sh")
     sh(
         systemd,

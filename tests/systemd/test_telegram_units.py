@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from tests.systemd.test_install import CONFIG, SRC, TOKEN, sh
 
 pytestmark = pytest.mark.systemd
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 STUB_PORT = 8081
 USER = 4242
 ENV_FILE = f"{CONFIG}/credentials/tg/.env"
@@ -46,7 +44,6 @@ def set_env(systemd: Any, **values: str) -> None:
 
 @pytest.fixture(scope="module")
 def tg(systemd: Any) -> Any:
-    systemd.copy_in(SHARED / "fixtures", "/opt/shared/fixtures")
     sh(systemd, f"{SRC}/install.sh")
     sh(
         systemd,
@@ -261,7 +258,7 @@ def set_config(systemd: Any, *pairs: tuple[str, Any]) -> None:
 
 def heartbeat_scenario(systemd: Any, answer: str) -> str:
     """A copy of the claude-new fixture that answers ``answer``; its path inside."""
-    base = "/opt/shared/fixtures/cli/claude-new"
+    base = f"{SRC}/tests/fixtures/cli/claude-new"
     target = f"$HOME/hb-{answer.lower().replace(' ', '-')}"
     sh(
         systemd,

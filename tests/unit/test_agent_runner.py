@@ -30,12 +30,19 @@ FAKECLI = REPO / "tests" / "fakecli"
 
 
 def fixtures_dir() -> Path:
-    shared = os.environ.get("DUCTOR_SHARED_DIR")
-    base = Path(shared) if shared else REPO.parent / "shared"
-    return base / "fixtures" / "cli"
+    """The recorded CLI runs (tests/record-cli writes them)."""
+    return REPO / "tests" / "fixtures" / "cli"
 
 
 FIXTURES = fixtures_dir()
+
+
+def recorded_session(name: str) -> str:
+    """The session id a recorded run announced in its first line."""
+    first = json.loads((FIXTURES / f"{name}.jsonl").read_text().splitlines()[0])
+    return str(first["session_id"])
+
+
 IDENTITY = ChildIdentity(agent_name="main", chat_id=42, topic_id=7, transport="tg")
 
 
@@ -124,7 +131,7 @@ def test_claude_turn_streams_the_session_then_the_text_then_the_answer(tmp_path:
     events = collect(CliRun(spec("claude", tmp_path)))
 
     assert isinstance(events[0], SessionStarted)
-    assert events[0].session_id == "c0e13678-de4c-4350-941e-ec6b340293ff"
+    assert events[0].session_id == recorded_session("claude-new")
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "ECHO: hello"
     error, final = closing(events)
     assert error is None
@@ -211,7 +218,7 @@ def test_interrupting_claude_ends_with_its_own_interrupted_result(tmp_path: Path
     assert error is not None
     assert (error.error, error.text) == (ErrorKind.INTERRUPTED, "Claude was interrupted")
     assert final.is_error
-    assert final.session_id == "5c506174-081f-478c-83b4-ff49523c2816"
+    assert final.session_id == recorded_session("claude-interrupt")
     assert run.stopped_by is ErrorKind.INTERRUPTED
     assert run.pid is not None
     assert not run.running
@@ -230,7 +237,7 @@ def test_interrupting_gemini_ends_as_interrupted_not_as_a_missing_answer(
     assert error is not None
     assert error.error is ErrorKind.INTERRUPTED
     assert "without an answer" not in error.text
-    assert final.session_id == "2c911256-4389-468a-a4f2-294b3666b5e7"
+    assert final.session_id == recorded_session("gemini-interrupt")
 
 
 STUBBORN = """\
@@ -372,7 +379,7 @@ def test_stalled_turn_is_warned_then_stopped_as_timed_out(tmp_path: Path) -> Non
     assert error is not None
     assert error.error is ErrorKind.TIMEOUT
     assert final.is_error
-    assert final.session_id == "5c506174-081f-478c-83b4-ff49523c2816"
+    assert final.session_id == recorded_session("claude-interrupt")
     assert run.stopped_by is ErrorKind.TIMEOUT
     assert took < 2.5
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from ductor.providers.request import ARGV_TEXT_LIMIT, PermissionMode, TurnReques
 
 
 def fixtures_dir() -> Path:
-    shared = os.environ.get("DUCTOR_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    return base / "fixtures" / "cli"
+    """The recorded CLI runs (tests/record-cli writes them)."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 
 
 FIXTURES = fixtures_dir()
@@ -82,24 +80,31 @@ def fake_provider_setup(argv: list[str]) -> tuple[str, ...]:
     return tuple(extra)
 
 
+def resumed_session(name: str) -> str:
+    """The session id a recorded resume run was given (--resume ID, codex: resume ID)."""
+    argv = fixture_argv(name)
+    flag = "resume" if name.startswith("codex-") else "--resume"
+    return argv[argv.index(flag) + 1]
+
+
 BYPASS = {"permission_mode": PermissionMode.BYPASS}
 # Recorded run -> the request that reproduces its argv. Runs absent here use defaults.
 REQUESTS: dict[str, dict[str, object]] = {
-    "claude-resume": {"session_id": "c0e13678-de4c-4350-941e-ec6b340293ff"},
+    "claude-resume": {"session_id": resumed_session("claude-resume")},
     "claude-tool": BYPASS,
     "claude-tool-bypass-as-root-refused": BYPASS,
     "claude-interrupt-during-tool": BYPASS,
     "claude-tool-allowed": {"extra_args": ("--allowedTools", "Bash(touch:*)")},
     "claude-model": {"model": "claude-sonnet-4-5"},
     "claude-model-alias": {"model": "haiku"},
-    "codex-resume": {"session_id": "01a1ff8e-f28c-77c1-ba7a-84778258a8f5"},
+    "codex-resume": {"session_id": resumed_session("codex-resume")},
     "codex-tool-bypass": BYPASS,
     "codex-interrupt-during-tool": BYPASS,
     "codex-tool-write-workspace": {"permission_mode": PermissionMode.ACCEPT_EDITS},
     "codex-model": {"model": "gpt-5.6-sol"},
     "codex-model-unknown": {"model": "my-fake-model"},
     "codex-ephemeral": {"extra_args": ("--ephemeral",)},
-    "gemini-resume": {"session_id": "c77f6b09-2065-451e-8844-becf5abb4fd0"},
+    "gemini-resume": {"session_id": resumed_session("gemini-resume")},
     "gemini-tool-approval-yolo": BYPASS,
     "gemini-model": {"model": "gemini-2.5-flash"},
 }

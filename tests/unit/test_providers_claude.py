@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ductor.providers.claude import ClaudeParser
@@ -23,9 +22,8 @@ from ductor.providers.events import (
 
 
 def fixtures_dir() -> Path:
-    shared = os.environ.get("DUCTOR_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    return base / "fixtures" / "cli"
+    """The recorded CLI runs (tests/record-cli writes them)."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 
 
 def feed(parser: ClaudeParser, *objects: dict[str, object]) -> list[Event]:
@@ -73,8 +71,8 @@ def test_partial_messages_stream_every_token_once_as_it_arrives() -> None:
     per_line = [texts(parser.feed(line)) for line in lines]
 
     streamed = [t for chunk in per_line for t in chunk]
-    assert len(streamed) == 12
-    assert "".join(streamed) == "One two three four five six seven eight nine ten"
+    assert len(streamed) == 14  # the stub's 4-character deltas
+    assert "".join(streamed) == "ECHO: One two three four five six seven eight nine ten"
     assistant_line = next(i for i, line in enumerate(lines) if '"type":"assistant"' in line)
     assert per_line[assistant_line] == []
 
@@ -296,10 +294,17 @@ def test_cost_of_a_resumed_session_counts_this_turn_only() -> None:
 
     final = events[-1]
     raw = json.loads(lines[-1])
-    assert raw["total_cost_usd"] == 0.000376  # Claude reports the whole session
+    new = json.loads((fixtures_dir() / "claude-new.jsonl").read_text().splitlines()[-1])
     assert isinstance(final, Result)
-    assert final.cost_usd == 0.000188
-    assert (final.input_tokens, final.output_tokens) == (12, 7)
+    assert final.cost_usd is not None
+    # Claude reports the whole session: the first turn's cost is taken off.
+    assert raw["total_cost_usd"] > final.cost_usd > 0
+    assert abs(final.cost_usd - (raw["total_cost_usd"] - new["total_cost_usd"])) < 1e-9
+    usage = raw["usage"]
+    assert (final.input_tokens, final.output_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
 
 
 def test_an_interrupt_marker_without_a_result_ends_as_interrupted_not_as_no_answer() -> None:

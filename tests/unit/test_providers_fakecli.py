@@ -21,9 +21,8 @@ FAKECLI = Path(__file__).resolve().parents[1] / "fakecli"
 
 
 def fixtures_dir() -> Path:
-    shared = os.environ.get("DUCTOR_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    return base / "fixtures" / "cli"
+    """The recorded CLI runs (tests/record-cli writes them)."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 
 
 FIXTURES = fixtures_dir()
@@ -32,6 +31,12 @@ ALL_NAMES = sorted(p.stem for p in FIXTURES.glob("*.jsonl"))
 
 def meta(name: str) -> dict[str, object]:
     return json.loads((FIXTURES / f"{name}.meta.json").read_text())
+
+
+def session_of(name: str) -> str:
+    """The session id in a recorded run's first line."""
+    first = json.loads((FIXTURES / f"{name}.jsonl").read_text().splitlines()[0])
+    return str(first["session_id"])
 
 
 REPLAYED_WHOLE = [n for n in ALL_NAMES if not meta(n).get("signal")]
@@ -211,8 +216,9 @@ def test_delay_spaces_the_lines_out_to_emulate_token_timing() -> None:
         arrivals.append(time.monotonic())
     process.wait(timeout=30)
 
-    assert len(arrivals) == 5
-    assert arrivals[-1] - arrivals[0] >= 0.35
+    lines = len((FIXTURES / "gemini-new.jsonl").read_bytes().splitlines())
+    assert len(arrivals) == lines >= 4
+    assert arrivals[-1] - arrivals[0] >= 0.1 * (lines - 1) - 0.05
 
 
 def test_interrupting_claude_mid_answer_ends_the_turn_as_interrupted() -> None:
@@ -228,7 +234,7 @@ def test_interrupting_claude_mid_answer_ends_the_turn_as_interrupted() -> None:
     assert isinstance(error, Error)
     assert error.error is ErrorKind.INTERRUPTED
     assert isinstance(final, Result)
-    assert final.session_id == "c0e13678-de4c-4350-941e-ec6b340293ff"
+    assert final.session_id == session_of("claude-new")
 
 
 @pytest.mark.parametrize(

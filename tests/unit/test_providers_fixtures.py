@@ -1,6 +1,6 @@
 """Every recorded run of the real CLIs, replayed through its provider's parser.
 
-The fixtures live in the shared directory next to the repository (or $DUCTOR_SHARED_DIR):
+The fixtures live in tests/fixtures/cli (recorded by tests/record-cli):
 ``<name>.jsonl`` is the CLI's stdout, ``<name>.stderr`` its stderr and
 ``<name>.meta.json`` its argv, environment and exit code.
 """
@@ -8,7 +8,6 @@ The fixtures live in the shared directory next to the repository (or $DUCTOR_SHA
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +27,8 @@ from ductor.providers.events import (
 
 
 def fixtures_dir() -> Path:
-    shared = os.environ.get("DUCTOR_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    return base / "fixtures" / "cli"
+    """The recorded CLI runs (tests/record-cli writes them)."""
+    return Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 
 
 FIXTURES = fixtures_dir()
@@ -117,6 +115,7 @@ ERRORS: dict[str, tuple[ErrorKind, int | None]] = {
     "claude-error-429": (ErrorKind.RATE_LIMIT, 429),
     "claude-error-500": (ErrorKind.OTHER, 500),
     "claude-error-500-default-retries": (ErrorKind.OTHER, 500),
+    "claude-error-midstream": (ErrorKind.OTHER, None),  # every stream breaks: it gives up
     "claude-tool-bypass-as-root-refused": (ErrorKind.OTHER, None),
     "codex-error-401": (ErrorKind.AUTH, 401),
     "codex-error-429": (ErrorKind.RATE_LIMIT, 429),
@@ -144,17 +143,16 @@ OTHER_FORMATS = {
 # Successful runs: the final answer the user gets (a prefix where it carries a PID).
 ANSWERS: dict[str, str] = {
     "claude-continue": "ECHO: third question",
-    "claude-error-midstream": "This answer will be cut by an SSE error event",
     "claude-json-format": "ECHO: hello",
     "claude-model": "ECHO: hello",
     "claude-model-alias": "ECHO: hello",
     "claude-new": "ECHO: hello",
-    "claude-partial": "One two three four five six seven eight nine ten",
+    "claude-partial": "ECHO: One two three four five six seven eight nine ten",
     "claude-resume": "ECHO: second question",
     "claude-tool": "Tool said: hi",
     "claude-tool-allowed": "Tool said: (Bash completed with no output)",
     "claude-tool-default-perms": "Tool said: hi",
-    "claude-tool-denied": "Tool said: touch in '/home/user/projects/claude/created_by_fake",
+    "claude-tool-denied": "Tool said: touch in '/tmp/ductor-record-cli/projects/claude/created_by",
     "claude-tool-skip-perms": "Tool said: hi",
     "codex-builtin-provider-openai-base-url": "ECHO: hello",
     "codex-ephemeral": "ECHO: hello",
@@ -163,27 +161,28 @@ ANSWERS: dict[str, str] = {
     "codex-new": "ECHO: hello",
     "codex-resume": "ECHO: second question",
     "codex-resume-last": "ECHO: third question",
-    "codex-slow": "One two three four five six seven eight nine ten",
-    "codex-tool": "Tool said: pyenv: cannot rehash: /home/user/.pyenv/shims isn't writable\nhi",
+    "codex-slow": "ECHO: One two three four five six seven eight nine ten",
+    "codex-tool": "Tool said: hi",
     "codex-tool-bypass": "Tool said: hi",
-    "codex-tool-write-readonly": "Tool said: ",
+    # No command events in the read-only sandbox: the text before the tool stays.
+    "codex-tool-write-readonly": "I'll run a command.\n\nTool said: touch: cannot touch",
     "codex-tool-write-workspace": "Tool said: ",
     "gemini-model": "ECHO: hello",
     "gemini-new": "ECHO: hello",
     "gemini-resume": "ECHO: second question",
     "gemini-resume-latest": "ECHO: third question",
-    "gemini-slow": "One two three four five six seven eight nine ten",
+    "gemini-slow": "ECHO: One two three four five six seven eight nine ten",
     "gemini-tool": "Tool said: <untrusted_context>\nOutput: hi\n",
     "gemini-tool-approval-yolo": "Tool said: <untrusted_context>\nOutput: hi\n",
-    "gemini-tool-default": "Hello from the fake Gemini server.",
+    "gemini-tool-default": "ECHO: run echo hi",  # no shell tool offered: the stub echoes
     "gemini-tool-write-yolo": "Tool said: <untrusted_context>\nOutput: (empty)\n",
 }
 
 # Interrupted runs: what the user had seen when the interrupt came.
 PARTIAL_TEXTS: dict[str, str] = {
-    "claude-interrupt": "Streaming slowly....",
-    "claude-interrupt-group": "Streaming slowly...",
-    "claude-interrupt-partial": "Streaming slowly....",
+    "claude-interrupt": "ECHO: stre",
+    "claude-interrupt-group": "ECHO: stre",
+    "claude-interrupt-partial": "ECHO: stre",
     "claude-interrupt-during-tool": "",
     "claude-interrupt-sigterm": "",
     "codex-interrupt": "",
@@ -192,16 +191,16 @@ PARTIAL_TEXTS: dict[str, str] = {
     "codex-interrupt-during-tool": "",
     "codex-interrupt-sigterm": "",
     "codex-interrupt-sigterm-native": "",
-    "gemini-interrupt": "Streaming slowly.....",
-    "gemini-interrupt-group": "Streaming slowly...",
-    "gemini-interrupt-sigterm": "Streaming slowly....",
-    "gemini-interrupt-sigterm-group": "Streaming slowly..",
-    "gemini-interrupt-parent-only": "Streaming slowly" + "." * 22,
+    "gemini-interrupt": "ECHO: s",
+    "gemini-interrupt-group": "ECHO: s",
+    "gemini-interrupt-sigterm": "ECHO: s",
+    "gemini-interrupt-sigterm-group": "ECHO: s",
+    "gemini-interrupt-parent-only": "ECHO: stream ",
 }
 
 
 def test_fixture_directory_holds_recorded_runs_of_all_three_clis() -> None:
-    assert FIXTURES.is_dir(), f"no fixtures at {FIXTURES}: set DUCTOR_SHARED_DIR"
+    assert FIXTURES.is_dir(), f"no fixtures at {FIXTURES}: run tests/record-cli"
     assert {name.split("-", maxsplit=1)[0] for name in NAMES} == {"claude", "codex", "gemini"}
 
 
