@@ -464,3 +464,23 @@ def test_a_queued_message_shows_an_indicator_whose_reaction_cancels_it(
     eventually(lambda: bot.bodies(room).count("ECHO: hello") == 1, 20, bot.transport)
     time.sleep(2.0)
     assert bot.bodies(room).count("ECHO: hello") == 1  # the second never ran
+
+
+def test_an_image_that_cannot_be_downloaded_is_refused_once_and_the_loop_goes_on(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    alice = matrix_users.alice
+    content = {
+        "msgtype": "m.image",
+        "body": "gone.png",
+        "url": f"mxc://{synapse.server_name}/NoSuchMediaAtAll",
+        "info": {"mimetype": "image/png"},
+    }
+    synapse.send_event(alice.access_token, room, "m.room.message", content)
+    synapse.send_text(alice.access_token, room, "hello")
+    eventually(lambda: "ECHO: hello" in bot.bodies(room), 30, bot.transport)
+    refusals = [b for b in bot.bodies(room) if "Could not receive that image" in b]
+    assert len(refusals) == 1, bot.bodies(room)
+    assert bot.transport.proc is not None and bot.transport.proc.poll() is None

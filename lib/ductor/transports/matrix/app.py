@@ -34,6 +34,7 @@ from ductor.protocol import Event, EventType, Request, RequestType, new_request_
 from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
+from ductor.transports.intake import Intake
 from ductor.transports.matrix import crypto, media
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
 from ductor.transports.matrix.outbox import MatrixOutbox
@@ -46,6 +47,7 @@ from ductor.transports.matrix.segments import (
     render,
 )
 from ductor.transports.matrix.state import ButtonMemory, Login, SyncState
+from ductor.transports.typingloop import Typing
 
 log = logging.getLogger("ductor.matrix")
 
@@ -118,6 +120,7 @@ class MatrixTransport:
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.typing: Typing[str] = Typing(self.send_typing, TYPING_EVERY)
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.bot_events: OrderedDict[str, None] = OrderedDict()
         self.buttons = ButtonMemory(self.state_dir / "buttons.json").load()
@@ -325,6 +328,7 @@ class MatrixTransport:
                 task.cancel()
             for task in list(self.tasks):
                 task.cancel()
+            self.typing.close()
             with contextlib.suppress(Exception):
                 await self.client.close()
 
@@ -385,6 +389,15 @@ class MatrixTransport:
         for room_id, invite in answer.rooms.invite.items():
             await self.on_invite(room_id, [_stripped(e) for e in invite.invite_state])
         since = self.sync_state.since
+        # Rooms are handled side by side, the events of one room in order; an event whose
+        # handling fails is logged, answered with a short note and marked handled, so no
+        # single event stops the loop (or is replayed by every restart).
+        intake: Intake[tuple[str, dict[str, Any]]] = Intake(
+            lambda item: self.take_event(*item, stop),
+            on_failure=self.report_failure,
+            describe=lambda item: f"event {item[1].get('event_id')} in {item[0]}",
+        )
+        number = 0
         for room_id, joined in answer.rooms.join.items():
             if first:
                 # The first start answers nothing from before it: history is not a request.
@@ -407,12 +420,44 @@ class MatrixTransport:
                 if not event_id or event_id in self.recent or self.sync_state.is_handled(event_id):
                     continue
                 _remember(self.recent, event_id)
-                if await self.handle_event(room_id, event, stop):
-                    if stop.is_set():
-                        return
-                    self.sync_state.mark(event_id)
+                intake.submit(room_id, number, (room_id, event))
+                number += 1
+        try:
+            while intake.busy:
+                await intake.progressed(1.0)
+        finally:
+            await intake.close()
+        if stop.is_set():
+            return
         for room_id, event in self.crypto.late_events():
-            await self.handle_event(room_id, event, stop)
+            try:
+                await self.handle_event(room_id, event, stop)
+            except Exception:
+                log.exception(
+                    "late event %s in %s failed; skipping it", event.get("event_id"), room_id
+                )
+
+    async def take_event(self, room_id: str, event: dict[str, Any], stop: asyncio.Event) -> bool:
+        """Handle one event of a sync batch; whether it is safe (marked handled)."""
+        if await self.handle_event(room_id, event, stop):
+            if stop.is_set():
+                return False
+            self.sync_state.mark(str(event.get("event_id", "")))
+        return not stop.is_set()
+
+    async def report_failure(self, item: tuple[str, dict[str, Any]], error: Exception) -> None:
+        """Handling an event failed (logged already): mark it, and one short note."""
+        room_id, event = item
+        self.sync_state.mark(str(event.get("event_id", "")))
+        if event.get("type") != "m.room.message" or event.get("sender") == self.bot_id:
+            return
+        if event.get("sender") not in self.config.matrix.allowed_users:
+            return
+        body, html = render(
+            "_Sorry, that message could not be handled, so it was skipped"
+            f" ({type(error).__name__}; details in the transport's log)._"
+        )[0]
+        await self.send_html(room_id, body, html, reply_to=str(event.get("event_id") or "") or None)
 
     async def gap(self, room_id: str, since: str, prev_batch: str) -> list[dict[str, Any]]:
         """The events a ``limited`` timeline left out: from our last sync token forward to
@@ -520,16 +565,30 @@ class MatrixTransport:
     async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
         if incoming.action is Action.COMMAND and await self.local_command(incoming):
             return
-        request = await self.request_for(incoming)
-        handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
-        if handed is None:
-            return
-        exchange, first = handed
-        task = asyncio.create_task(self.follow(incoming, exchange, first))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # A message shows "typing…" from the moment it is taken in (downloads, a busy
+        # agent) until its answer is shown; follow releases it.
+        held = incoming.action is Action.MESSAGE
+        if held:
+            self.typing.hold(incoming.room_id)
+        task: asyncio.Task[None] | None = None
+        try:
+            request = await self.request_for(incoming)
+            handed = None
+            if request is not None:
+                handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
+            if handed is not None:
+                exchange, first = handed
+                task = asyncio.create_task(self.follow(incoming, exchange, first, typing=held))
+        finally:
+            if held and task is None:
+                self.typing.release(incoming.room_id)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
-    async def request_for(self, incoming: Incoming) -> Request:
+    async def request_for(self, incoming: Incoming) -> Request | None:
+        """The request for ``incoming``; None for a message left with nothing to send
+        (its only attachments could not be received: the user was told)."""
         user = protocol.User(id=incoming.sender, name=incoming.sender)
         common: dict[str, Any] = {
             "id": new_request_id(),
@@ -552,6 +611,8 @@ class MatrixTransport:
         if incoming.action is Action.COMMAND:
             return Request(type=RequestType.COMMAND, text=incoming.text, want_ack=True, **common)
         files = await self.download(incoming)
+        if not incoming.text and not files:
+            return None
         return Request(
             type=RequestType.MESSAGE,
             text=incoming.text,
@@ -595,7 +656,11 @@ class MatrixTransport:
 
     # -- following a request's events -----------------------------------------------------
 
-    async def follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
+    async def follow(
+        self, incoming: Incoming, exchange: AsyncExchange, first: Event, *, typing: bool = False
+    ) -> None:
+        """Show the events of ``exchange``; ``typing``: the room's typing notice was held
+        for this message when it came in, and is released here."""
         try:
             async with exchange:
                 await self._follow(incoming, exchange, first)
@@ -605,6 +670,19 @@ class MatrixTransport:
             log.warning("the agent went away while answering in %s: %s", incoming.room_id, exc)
         except Exception:
             log.exception("showing the answer in %s failed", incoming.room_id)
+        finally:
+            if typing:
+                self.typing.release(incoming.room_id)
+            if typing or not first.is_terminal:
+                await self.typing_done(incoming.room_id)
+
+    async def typing_done(self, room: str) -> None:
+        """End the typing notice once nothing in ``room`` holds it (not while stopping)."""
+        current = asyncio.current_task()
+        if self.typing.holders(room) or (current is not None and current.cancelling()):
+            return
+        with contextlib.suppress(*NETWORK_ERRORS):
+            await self.client.room_typing(room, False)
 
     async def _follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
         room = incoming.room_id
@@ -628,13 +706,16 @@ class MatrixTransport:
             await self.ack(exchange, first)
             return
         await self.mark_seen(incoming)
-        typing = asyncio.create_task(self.keep_typing(room))
+        self.typing.hold(room)
+        typing = True
         indicator = ""
         try:
             event: Event | None = first
             while event is not None:
                 if event.type is EventType.FINAL:
-                    typing.cancel()
+                    if typing:
+                        self.typing.release(room)
+                        typing = False
                     await self.show_final(incoming, stream, event)
                     await self.ack(exchange, event)
                 elif event.type is EventType.ERROR:
@@ -653,11 +734,8 @@ class MatrixTransport:
                     await stream.on_event(event)
                 event = await exchange.next_event()
         finally:
-            typing.cancel()
-            current = asyncio.current_task()
-            if current is None or not current.cancelling():
-                with contextlib.suppress(*NETWORK_ERRORS):
-                    await self.client.room_typing(room, False)
+            if typing:
+                self.typing.release(room)
 
     async def show_queued(self, incoming: Incoming, event: Event) -> str:
         """ "[Message in queue...]" under the message, with one button: react 1️⃣ to
@@ -721,11 +799,9 @@ class MatrixTransport:
                 incoming.room_id, incoming.event_id, incoming.event_id
             )
 
-    async def keep_typing(self, room: str) -> None:
-        while True:
-            with contextlib.suppress(*NETWORK_ERRORS):
-                await self.client.room_typing(room, True, TYPING_TIMEOUT_MS)
-            await asyncio.sleep(TYPING_EVERY)
+    async def send_typing(self, room: str) -> None:
+        """One typing notice in ``room``; :class:`Typing` repeats it while held."""
+        await self.client.room_typing(room, True, TYPING_TIMEOUT_MS)
 
     # -- sending ---------------------------------------------------------------------------
 
