@@ -46,8 +46,13 @@ def find_cli(provider: str, env: Mapping[str, str] | None = None) -> Path | None
     return Path(found) if found else None
 
 
-def logged_in(provider: str, env: Mapping[str, str] | None = None) -> tuple[bool, str]:
-    """Best-effort check whether the CLI has credentials; returns (ok, where)."""
+def logged_in(
+    provider: str, env: Mapping[str, str] | None = None, dotenv: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """Best-effort check whether the CLI has credentials; returns (ok, where).
+
+    ``dotenv`` is the agent's ``.env``, which the agent lays under every CLI it runs: an
+    API key there logs the CLI in as well as one in the environment does."""
     env = os.environ if env is None else env
     home = Path(env.get("HOME") or Path.home())
     candidates: dict[str, tuple[list[str], list[Path]]] = {
@@ -68,6 +73,9 @@ def logged_in(provider: str, env: Mapping[str, str] | None = None) -> tuple[bool
     for var in variables:
         if env.get(var):
             return True, f"${var}"
+    for var in variables:
+        if dotenv and dotenv.get(var):
+            return True, f"{var} in the agent's .env"
     for file in files:
         if file.is_file():
             return True, str(file)

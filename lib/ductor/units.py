@@ -116,6 +116,17 @@ def remove_dropin(directory: Path, unit: str, name: str = "10-ductor.conf") -> b
     return True
 
 
+REACHABLE_STATES = frozenset({"running", "degraded", "starting", "initializing", "maintenance"})
+NOT_BOOTED = "not been booted with systemd"  # what systemctl says where PID 1 is not systemd
+
+
+def systemd_is_pid1() -> bool:
+    """Whether this machine runs systemd as init, as systemctl itself decides it
+    (sd_booted): it refuses with "System has not been booted with systemd" otherwise."""
+    result = run(["systemctl", "--system", "show", "--property=Version"], check=False, timeout=15)
+    return NOT_BOOTED not in result.stderr
+
+
 @dataclass(frozen=True)
 class Manager:
     """One systemd manager (the user's or the system's)."""
@@ -131,6 +142,27 @@ class Manager:
 
     def daemon_reload(self) -> None:
         self.systemctl("daemon-reload")
+
+    def problem(self) -> str | None:
+        """Why this manager cannot run units, in words a person can act on; None when it
+        answers. Costs one ``systemctl`` call (two when it does not answer)."""
+        state = self.systemctl("is-system-running", check=False, timeout=15)
+        text = (state.stdout.strip() or state.stderr.strip() or "unreachable").splitlines()[0]
+        if text in REACHABLE_STATES:
+            return None
+        if state.returncode == 127:
+            return "systemd is not installed here (no systemctl)"
+        if not systemd_is_pid1():
+            return (
+                "PID 1 is not systemd: this machine (or container) was started without"
+                " systemd as its init, so no service manager runs ductor's units"
+            )
+        if self.mode is Mode.USER:
+            return (
+                "your user's service manager is not running (no login session and no"
+                f" lingering; systemctl --user says: {text})"
+            )
+        return f"the system's service manager does not answer (systemctl says: {text})"
 
     def show(self, units: Sequence[str], properties: Sequence[str]) -> list[dict[str, str]]:
         """``systemctl show`` for several units; one dict of properties per unit."""

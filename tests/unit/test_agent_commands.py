@@ -209,3 +209,21 @@ def test_help_in_a_matrix_room_shows_the_bang_forms_and_the_room_commands(
     assert "!model: choose the model (`!model sonnet` switches directly)" in lines
     assert not any(line.startswith("/") for line in lines)
     assert any(line.startswith("!where:") for line in lines)
+
+
+def test_status_counts_an_api_key_in_the_agents_env_file_as_logged_in(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "home" / ".local" / "bin"
+    bin_dir.mkdir(parents=True)
+    for cli in ("claude", "codex"):
+        (bin_dir / cli).write_text("#!/bin/sh\n")
+        (bin_dir / cli).chmod(0o755)
+    credentials = tmp_path / "config" / "credentials" / "main"
+    credentials.mkdir(parents=True)
+    dotenv = credentials / ".env"
+    dotenv.write_text("ANTHROPIC_API_KEY=sk-ant-example\n")
+    dotenv.chmod(0o600)
+    result = run_text(tmp_path, "/status")
+    assert result is not None
+    assert "[claude] authenticated (ANTHROPIC_API_KEY in the agent's .env)" in result.text
+    assert "[codex] installed, not logged in" in result.text
+    assert "sk-ant-example" not in result.text

@@ -291,10 +291,22 @@ def test_queue_status_files_notice_and_buttons_are_shown_as_bracketed_lines(
 def test_chat_with_no_agent_running_says_how_to_start_it_and_exits_75(
     runtime: Path,
 ) -> None:
+    (runtime / "config" / "agents").mkdir(parents=True)
+    (runtime / "config" / "agents" / "main.toml").write_text('provider = "claude"\n')
     result = chat(runtime, "-m", "hi")
     assert result.returncode == 75
     assert str(runtime / "main" / "agent.sock") in result.stderr
     assert "systemctl --user start ductor-agent@main.socket" in result.stderr
+
+
+def test_chat_with_an_agent_that_does_not_exist_says_so_and_how_to_create_it(
+    runtime: Path,
+) -> None:
+    result = chat(runtime, "-m", "hi")
+    assert result.returncode == 2
+    assert "no agent named 'main'" in result.stderr
+    assert "ductor agent add main" in result.stderr
+    assert "systemctl" not in result.stderr  # no unit to start: there is no agent
 
 
 def test_an_invalid_session_key_is_a_usage_error(runtime: Path) -> None:

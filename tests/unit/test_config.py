@@ -479,7 +479,7 @@ SECRET = "123456789:AAHk-SuperSecretValue_do_not_print"
         (f'[matrix]\npassword = "{SECRET}"', "matrix.password", "matrix-password"),
         (f'matrix = {{access_token = "{SECRET}"}}', "matrix.access_token", "matrix-access-token"),
         (f'[webhooks]\ntoken = "{SECRET}"', "webhooks.token", "webhook-token"),
-        (f'gemini_api_key = "{SECRET}"', "gemini_api_key", "gemini-api-key"),
+        (f'gemini_api_key = "{SECRET}"', "gemini_api_key", ".env"),
     ],
 )
 def test_secret_in_a_config_file_is_refused_pointing_at_its_credentials_file(
@@ -493,6 +493,17 @@ def test_secret_in_a_config_file_is_refused_pointing_at_its_credentials_file(
     assert "must not be stored in config files" in error.detail
     assert SECRET not in str(error)
     assert SECRET[:20] not in repr(error.args)
+
+
+def test_a_gemini_api_key_in_a_config_file_is_sent_to_the_env_file_the_cli_reads(
+    paths: Paths,
+) -> None:
+    write_agent(paths, f'gemini_api_key = "{SECRET}"\n')
+    error = only_error(paths)
+    env_file = paths.config_dir / "credentials" / "main" / ".env"
+    assert f"{env_file} as the line GEMINI_API_KEY=VALUE" in error.detail
+    assert "gemini-api-key" not in error.detail  # no code reads a file of that name
+    assert SECRET not in str(error)
 
 
 def test_any_key_that_looks_like_a_password_or_token_is_refused_without_its_value(

@@ -155,8 +155,9 @@ async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> Command
         lines.append(f"running: {'yes' if lane.running else 'no'} · queued: {len(lane.pending)}")
     lines.append(f"**Agent** {SEP} {agent.name}: {agent.status_line()}")
     lines.append(f"**CLIs** {SEP}")
+    dotenv = agent.dotenv.values()
     for provider in ("claude", "codex", "gemini"):
-        lines.append(f"[{provider}] {cli_state(provider, agent.env)}")
+        lines.append(f"[{provider}] {cli_state(provider, agent.env, dotenv)}")
     streaming = agent.config.streaming
     lines.append(
         f"**Streaming** {SEP} tool progress {'on' if streaming.show_tool_progress else 'off'}"
@@ -166,10 +167,11 @@ async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> Command
     return CommandResult("\n".join(lines))
 
 
-def cli_state(provider: str, env: dict[str, str]) -> str:
+def cli_state(provider: str, env: dict[str, str], dotenv: dict[str, str] | None = None) -> str:
+    """Installed, logged in (and how), for /status; ``dotenv`` is the agent's .env."""
     if clipath.find_cli(provider, env) is None:
         return "not installed"
-    ok, where = clipath.logged_in(provider, env)
+    ok, where = clipath.logged_in(provider, env, dotenv)
     return f"authenticated ({where})" if ok else "installed, not logged in"
 
 

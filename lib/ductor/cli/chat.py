@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from ductor import agents
 from ductor.cli.context import Context
 from ductor.errors import DuctorError, UsageError
 from ductor.paths import validate_agent_name
@@ -324,6 +325,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         session = parse_session_key(args.session or f"cli:{login_name()}").key
     except ProtocolError as exc:
         raise UsageError(f"--session: {exc.message}") from None
+    if not socket_path.exists():
+        agents.require(ctx.paths, name)  # no socket and no config: there is no such agent
     user = User(id=login_name(), name=login_name())
     screen = Screen(ctx.out, sys.stderr)
     if args.message is not None:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +29,8 @@ from ductor.cron.sync import (
     sync_jobs,
     timer_unit,
 )
-from ductor.errors import UsageError
+from ductor.errors import CommandError, UsageError
+from ductor.paths import Mode
 
 ROUTING_ENV = ("DUCTOR_CHAT_ID", "DUCTOR_TOPIC_ID", "DUCTOR_TRANSPORT")
 QUIET_OFF = ("", "off", "none")
@@ -200,6 +202,23 @@ def _show(ctx: Context, agent: str, verb: str, job: Job) -> None:
         ctx.print(f"  next run: {next_run}")
 
 
+def _sync_saved(ctx: Context, agent: str) -> None:
+    """Re-sync the agent's timers after a change to its job file. Without a service
+    manager the change is kept and the user told how to apply it once one runs."""
+    try:
+        sync_jobs(ctx.paths, ctx.manager, agent)
+    except CommandError:
+        problem = ctx.manager.problem()
+        if problem is None:
+            raise
+        print(
+            f"ductor: saved in {JobStore(ctx.paths.agent_state(agent)).path}, but the timers"
+            f" are not updated: {problem}. Once the service manager runs:"
+            f" `ductor{'' if ctx.mode is Mode.USER else ' --system'} cron sync {agent}`",
+            file=sys.stderr,
+        )
+
+
 def run_add(ctx: Context, args: argparse.Namespace) -> int:
     agent = agents.require(ctx.paths, args.agent)
     values = _fields(args) | _routing(args, os.environ)
@@ -208,7 +227,7 @@ def run_add(ctx: Context, args: argparse.Namespace) -> int:
     check_chat_allowed(ctx, agent, job)
     job = _store(ctx, agent).add(job)
     cron_jobs.task_folder(ctx.paths.workspace(agent), job.name, job)
-    sync_jobs(ctx.paths, ctx.manager, agent)
+    _sync_saved(ctx, agent)
     _show(ctx, agent, "added", job)
     return 0
 
@@ -227,7 +246,7 @@ def run_edit(ctx: Context, args: argparse.Namespace) -> int:
     if {"chat_id", "transport"} & set(changes):
         check_chat_allowed(ctx, agent, new)
     job = store.update(args.name, **changes)
-    sync_jobs(ctx.paths, ctx.manager, agent)
+    _sync_saved(ctx, agent)
     _show(ctx, agent, "changed", job)
     return 0
 
@@ -235,7 +254,7 @@ def run_edit(ctx: Context, args: argparse.Namespace) -> int:
 def run_remove(ctx: Context, args: argparse.Namespace) -> int:
     agent = agents.require(ctx.paths, args.agent)
     job = _store(ctx, agent).remove(args.name)
-    sync_jobs(ctx.paths, ctx.manager, agent)
+    _sync_saved(ctx, agent)
     folder = cron_jobs.task_path(ctx.paths.workspace(agent), job.name)
     purged = args.purge and folder.is_dir()
     if purged:
@@ -253,7 +272,7 @@ def _set_enabled(enabled: bool) -> Any:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
         agent = agents.require(ctx.paths, args.agent)
         job = _store(ctx, agent).set_enabled(args.name, enabled)
-        sync_jobs(ctx.paths, ctx.manager, agent)
+        _sync_saved(ctx, agent)
         _show(ctx, agent, "enabled" if enabled else "disabled", job)
         return 0
 

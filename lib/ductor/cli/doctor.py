@@ -17,7 +17,7 @@ from ductor.clipath import PROVIDER_COMMANDS, find_cli, logged_in, unit_path
 from ductor.config.secrets import MAX_SECRET_BYTES
 from ductor.errors import ConfigError, ExitCode
 from ductor.paths import Mode, systemd_version
-from ductor.units import Manager, unescape, unit_name
+from ductor.units import Manager, systemd_is_pid1, unescape, unit_name
 
 MIN_SYSTEMD = 252
 TEMPLATES = ("ductor.target", "ductor@.target")
@@ -38,10 +38,23 @@ class Check:
     fix: str = ""
 
 
-def check_systemd(manager: Manager) -> list[Check]:
+def check_systemd(manager: Manager, problem: str | None, *, booted: bool) -> list[Check]:
+    """systemd's version, and whether its manager runs at all: an installed systemd is
+    not a running one (a container started without it as init has systemctl too).
+    ``problem`` is :meth:`Manager.problem`; ``booted``, whether PID 1 is systemd."""
     version = systemd_version()
     if version is None:
         return [Check("systemd", Level.FAIL, "systemctl not found", "apt-get install systemd")]
+    if not booted:
+        return [
+            Check(
+                "systemd",
+                Level.FAIL,
+                f"version {version} is installed, but {problem}",
+                "boot the machine (or start the container) with systemd as PID 1; until"
+                " then an agent runs only in the foreground: ductor-agent --name NAME",
+            )
+        ]
     checks = [
         Check(
             "systemd",
@@ -50,22 +63,19 @@ def check_systemd(manager: Manager) -> list[Check]:
             "" if version >= MIN_SYSTEMD else "upgrade to Debian 12 / Ubuntu 24.04 or newer",
         )
     ]
-    state = manager.systemctl("is-system-running", check=False, timeout=15)
-    text = (state.stdout.strip() or state.stderr.strip() or "unreachable").splitlines()[0]
-    reachable = text in {"running", "degraded", "starting", "initializing", "maintenance"}
     scope = " ".join(manager.scope)
     checks.append(
         Check(
             "service manager",
-            Level.OK if reachable else Level.FAIL,
-            f"systemctl {scope}: {text}",
+            Level.OK if problem is None else Level.FAIL,
+            f"systemctl {scope}: answers" if problem is None else problem,
             ""
-            if reachable
+            if problem is None
             else (
-                "log in through a session (ssh or console) or run `loginctl enable-linger"
+                "log in through a session (ssh or console) or run `sudo loginctl enable-linger"
                 f" {getpass.getuser()}`, then check `systemctl --user status`"
                 if manager.mode is Mode.USER
-                else "boot with systemd as init"
+                else "check `systemctl status` and the boot log (journalctl -b)"
             ),
         )
     )
@@ -103,12 +113,16 @@ def manager_environment(manager: Manager) -> dict[str, str]:
 
 
 def check_clis(ctx: Context, names: list[str]) -> list[Check]:
+    from ductor.agent.dotenv import DotEnv, dotenv_file
+
     used: set[str] = set()
+    dotenv: dict[str, str] = {}  # the agents' .env files: an API key there logs a CLI in
     for name in names:
         try:
             used.add(config.load_agent_config(ctx.paths, name).provider)
         except ConfigError:
             continue
+        dotenv = {**DotEnv(dotenv_file(ctx.paths, name)).values(), **dotenv}
     env = manager_environment(ctx.manager)
     checks = [Check("PATH for the CLIs", Level.INFO, unit_path(env))]
     for provider in sorted(PROVIDER_COMMANDS):
@@ -124,7 +138,7 @@ def check_clis(ctx: Context, names: list[str]) -> list[Check]:
                 )
             )
             continue
-        ok, where = logged_in(provider, env)
+        ok, where = logged_in(provider, env, dotenv)
         checks.append(
             Check(
                 f"{provider} CLI",
@@ -399,18 +413,37 @@ def check_sockets(ctx: Context, names: list[str]) -> list[Check]:
 MARK = {Level.OK: "ok", Level.INFO: "--", Level.WARN: "!!", Level.FAIL: "XX"}
 
 
+def check_pending(ctx: Context, names: list[str]) -> list[Check]:
+    """One line per setting a config file sets that ductor does not act on yet."""
+    from ductor.config.pending import inert_settings_of
+
+    checks: list[Check] = []
+    for name in names:
+        for setting in inert_settings_of(ctx.paths, name):
+            checks.append(Check(f"config {name}", Level.INFO, str(setting)))
+    return checks
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
+    problem = ctx.manager.problem()
+    manager_runs = problem is None
+    booted = manager_runs or systemd_is_pid1()
     checks = [
-        *check_systemd(ctx.manager),
-        *check_linger(ctx.mode),
+        *check_systemd(ctx.manager, problem, booted=booted),
+        *(check_linger(ctx.mode) if booted else []),
         *check_config(ctx, names),
+        *check_pending(ctx, names),
         *check_credentials(ctx, names),
-        *check_unit_credentials(ctx, names),
+        *(check_unit_credentials(ctx, names) if manager_runs else []),
         *check_clis(ctx, names),
-        *check_units(ctx, names),
-        *check_sockets(ctx, names),
     ]
+    if manager_runs:
+        checks += [*check_units(ctx, names), *check_sockets(ctx, names)]
+    else:
+        checks.append(
+            Check("units", Level.INFO, "not checked: no service manager to ask (see above)")
+        )
     return report(ctx, checks)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ductor import agents, config
+from ductor.cli.args import refuse_secret
 from ductor.cli.context import Context
 from ductor.clipath import PROVIDER_COMMANDS, find_cli
 from ductor.errors import CommandError, UsageError
@@ -56,6 +57,22 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_name: str | None) 
         metavar="FILE",
         help=f"read the bot token from FILE ('-' = stdin); or set ${TOKEN_ENV}."
         " Never pass a token as an argument: argv is visible to every user.",
+    )
+    refuse_secret(
+        parser,
+        "--telegram-token",
+        "--token",
+        "--bot-token",
+        instead=f"Put it in a file and give --telegram-token-file FILE ('-' reads it from"
+        f" stdin), or set ${TOKEN_ENV}; on a terminal, leave it out and you are asked.",
+    )
+    refuse_secret(
+        parser,
+        "--matrix-password",
+        "--password",
+        instead=f"Put it in a file and give --matrix-password-file FILE ('-' reads it from"
+        f" stdin), or set ${MATRIX_PASSWORD_ENV}; on a terminal, leave it out and you are"
+        " asked.",
     )
     parser.add_argument(
         "--user-id",

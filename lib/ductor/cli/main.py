@@ -7,10 +7,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from ductor import __version__, agents
 from ductor import log as ductor_log
 from ductor.cli import chat, cron, doctor, init, logs, outbox, status
+from ductor.cli.args import Parser
 from ductor.cli.context import Context
 from ductor.errors import DuctorError, ExitCode, exit_code_for
 from ductor.paths import Mode, resolve
@@ -25,7 +27,11 @@ def _agent_action(verb: str) -> Handler:
             agents.sync_target(ctx.paths, ctx.manager, name)
         extra = ["--now"] if verb in ("enable", "disable") and args.now else []
         ctx.manager.systemctl(verb, *extra, agents.target(name))
-        ctx.print(f"{verb}: {agents.target(name)}")
+        done = {"enable": "enabled", "disable": "disabled", "start": "started", "stop": "stopped"}
+        what = done.get(verb, f"{verb}ed")
+        if extra:
+            what += " and started" if verb == "enable" else " and stopped"
+        ctx.print(f"{what}: {agents.target(name)}")
         return 0
 
     return handler
@@ -81,7 +87,7 @@ def _agent_remove(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ductor",
         description="Run AI coding CLIs (Claude Code, Codex, Gemini) as chat agents on systemd.",
     )
@@ -104,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", type=Path, help="override the configuration directory")
     parser.add_argument("--state-dir", type=Path, help="override the state directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Without a command: the overview (what ductor is, the agents, the next step).
+    parser.set_defaults(handler=status.run_overview)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
         "init",
@@ -139,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument(
                 "--now",
                 action="store_true",
-                help=f"also {verb[:-1]}e it now" if verb == "enable" else "also stop it now",
+                help="also start it now" if verb == "enable" else "also stop it now",
             )
         q.set_defaults(handler=_agent_action(verb))
     q = agent_sub.add_parser("reload", help="validate the config and apply it")
@@ -171,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_arguments(p)
     p.set_defaults(handler=chat.run)
 
-    cron.register(sub)
+    # The actions make Parsers too (add_subparsers uses the parent's class).
+    generic = cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub)
+    cron.register(generic)
 
-    outbox.register(sub)
+    outbox.register(generic)
 
     p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
     p.add_argument("name", nargs="?")

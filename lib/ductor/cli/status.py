@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from ductor import agents
 from ductor.cli.context import Context, table
+from ductor.paths import Mode
 from ductor.units import Manager, parse_instance
 
 PROPERTIES = (
@@ -112,7 +113,8 @@ def collect(manager: Manager, names: list[str]) -> list[UnitStatus]:
 
 def run_status(ctx: Context, args: argparse.Namespace) -> int:
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
-    statuses = collect(ctx.manager, names) if names else []
+    problem = ctx.manager.problem() if names else None
+    statuses = collect(ctx.manager, names) if names and problem is None else []
     if ctx.json:
         ctx.dump(
             {
@@ -120,11 +122,16 @@ def run_status(ctx: Context, args: argparse.Namespace) -> int:
                 "mode": str(ctx.mode),
                 "agents": names,
                 "units": [asdict(s) for s in statuses],
+                "manager_problem": problem,
             }
         )
         return 0
     if not names:
         ctx.print("No agents yet. Create one with `ductor init`.")
+        return 0
+    if problem is not None:
+        ctx.print(f"No unit states for {', '.join(names)}: {problem}.")
+        ctx.print("`ductor doctor` says what to fix.")
         return 0
     header = ["agent", "unit", "active", "enabled", "since", "restarts", "memory", "next"]
     ctx.print(table([s.row() for s in statuses], header))
@@ -165,4 +172,59 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
     else:
         keys = ["name", "active", "enabled", "provider", "model", "transports", "config"]
         ctx.print(table([[str(r[k]) for k in keys] for r in rows], keys))
+    return 0
+
+
+def run_overview(ctx: Context, args: argparse.Namespace) -> int:
+    """``ductor`` alone: what it is, the agents and their state, and the next step."""
+    from ductor import __version__, config
+
+    ctx.print(
+        f"ductor {__version__}: Claude Code, Codex and Gemini CLI as chat agents"
+        " (Telegram, Matrix), run by systemd."
+    )
+    names = agents.list_agents(ctx.paths)
+    scope = " ".join(ctx.manager.scope)
+    problem = ctx.manager.problem() if names else None
+    shown = (
+        ctx.manager.show([agents.target(n) for n in names], ["ActiveState", "UnitFileState"])
+        if names and problem is None
+        else [{} for _ in names]
+    )
+    rows = []
+    stopped = []
+    for name, props in zip(names, shown, strict=True):
+        try:
+            cfg = config.load_agent_config(ctx.paths, name)
+            provider, model, transports = cfg.provider, cfg.model, ",".join(cfg.transports)
+        except Exception:  # listed anyway; `ductor doctor` shows the error
+            provider, model, transports = "?", "?", "config error"
+        active = props.get("ActiveState", "unknown")
+        if active != "active":
+            stopped.append(name)
+        enabled = props.get("UnitFileState", "") or "-"
+        rows.append([name, active, enabled, provider, model, transports])
+    ctx.print()
+    if not names:
+        ctx.print(f"No agents yet ({ctx.paths.agents_config_dir} is empty).")
+        ctx.print()
+        ctx.print("Next: create one; it asks for the bot token and your user id:")
+        ctx.print(f"  ductor{'' if ctx.mode is Mode.USER else ' --system'} init")
+    else:
+        ctx.print(table(rows, ["agent", "state", "enabled", "provider", "model", "transports"]))
+        ctx.print()
+        first = (stopped or names)[0]
+        if problem is not None:
+            ctx.print(f"The agents' state is unknown: {problem}.")
+            ctx.print("Next: `ductor doctor` says what to fix.")
+        elif stopped:
+            ctx.print(f"Next: turn it on with `systemctl {scope} start {agents.target(first)}`")
+            ctx.print("      (`ductor doctor` checks the CLIs, the config and the units first).")
+        else:
+            ctx.print(f"Next: write to your bot, or talk to it here: `ductor chat {first}`;")
+            ctx.print(
+                f"      watch it with `ductor logs {first} -f`, check it with `ductor doctor`."
+            )
+    ctx.print()
+    ctx.print("Every command: `ductor --help`.")
     return 0

@@ -40,6 +40,12 @@ def secret_advice(credentials_root: Path, agent: str) -> SecretAdvice:
                 f"{intro} in a file of its own under {credentials_root / agent}/,"
                 " readable only by you (`chmod 600 FILE`)"
             )
+        if name.isupper():  # an environment variable the CLI reads: the agent's .env
+            file = credentials_root / agent / ".env"
+            return (
+                f"{intro} into {file} as the line {name}=VALUE instead, readable only by you"
+                f" (`chmod 600 {file}`)"
+            )
         file = credentials_root / agent / name
         return f"{intro} alone in {file} instead, readable only by you (`chmod 600 {file}`)"
 

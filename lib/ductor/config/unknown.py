@@ -68,7 +68,9 @@ CONFIG_SECRETS = {
     "matrix.password": secret_names.MATRIX_PASSWORD,
     "matrix.access_token": secret_names.MATRIX_ACCESS_TOKEN,
     "webhooks.token": secret_names.WEBHOOK_TOKEN,
-    "gemini_api_key": secret_names.GEMINI_API_KEY,
+    # Not a file of its own: the Gemini CLI reads it from its environment, which the
+    # agent's .env fills (a credential file of that name would be read by nothing).
+    "gemini_api_key": "GEMINI_API_KEY",
 }
 _SECRET_WORDS = ("token", "password", "passwd", "secret", "api_key", "apikey")
 
