@@ -163,11 +163,11 @@ def test_init_twice_refuses_to_overwrite_the_agent(home: Path) -> None:
 
 
 def test_agent_list_json_shows_provider_model_and_transports(home: Path) -> None:
-    init(home, "--provider", "codex", "--model", "gpt-5-codex")
+    init(home, "--provider", "codex", "--model", "gpt-5.4")
     rows = json.loads(ductor(home, "agent", "list", "--json").stdout)
     assert rows[0]["name"] == "main"
     assert rows[0]["provider"] == "codex"
-    assert rows[0]["model"] == "gpt-5-codex"
+    assert rows[0]["model"] == "gpt-5.4"
     assert rows[0]["transports"] == "telegram"
 
 

@@ -204,3 +204,38 @@ def test_doctor_names_each_setting_that_is_not_yet_acted_on(home: Path) -> None:
     assert len(lines) == 1, result.stdout
     assert lines[0].startswith("[--] config main: ")
     assert "language is not yet acted on" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("claude", "sonnet"), ("codex", "gpt-5.5"), ("gemini", "gemini-2.5-pro")],
+)
+def test_init_writes_a_default_model_the_pinned_cli_knows(
+    home: Path, provider: str, model: str
+) -> None:
+    init(home, "--provider", provider)
+    config = (home / ".config/ductor/agents/main.toml").read_text()
+    assert f'model = "{model}"' in config
+
+
+def test_init_refuses_a_model_the_cli_does_not_know_with_the_list(home: Path) -> None:
+    result = ductor(
+        home,
+        "init",
+        "main",
+        "--non-interactive",
+        "--no-enable",
+        "--user-id",
+        "42",
+        "--telegram-token-file",
+        "-",
+        "--provider",
+        "codex",
+        "--model",
+        "gpt-5-codex",
+        input=TOKEN + "\n",
+    )
+    assert result.returncode == 2
+    assert "the codex CLI has no model 'gpt-5-codex'" in result.stderr
+    assert "gpt-5.5" in result.stderr
+    assert not (home / ".config/ductor/agents/main.toml").exists()

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,9 +19,15 @@ from ductor.clipath import PROVIDER_COMMANDS, find_cli
 from ductor.errors import CommandError, UsageError
 from ductor.log import register_secret
 from ductor.paths import validate_agent_name
+from ductor.providers import models
 
 TOKEN_FORMAT = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
-DEFAULT_MODELS = {"claude": "sonnet", "codex": "gpt-5-codex", "gemini": "gemini-2.5-pro"}
+# Models the pinned CLIs know (providers/models.py): Codex's is its own default.
+DEFAULT_MODELS = {
+    "claude": "sonnet",
+    "codex": next(m.id for m in models.CODEX_FALLBACK if m.is_default),
+    "gemini": "gemini-2.5-pro",
+}
 TOKEN_ENV = "DUCTOR_TELEGRAM_TOKEN"  # noqa: S105 - a variable name
 MATRIX_PASSWORD_ENV = "DUCTOR_MATRIX_PASSWORD"  # noqa: S105 - a variable name
 MATRIX_USER = re.compile(r"^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:\d+)?$")
@@ -155,6 +162,25 @@ def local_timezone() -> str:
     return "UTC"
 
 
+def models_of(provider: str) -> list[str]:
+    """The model names ``provider``'s CLI knows, as ``/model`` offers them."""
+    return sorted(
+        m for m in models.known_model_ids() if str(models.provider_for_model(m)) == provider
+    )
+
+
+def check_model(provider: str, name: str) -> str:
+    """``name`` as the CLI spells it; a UsageError with the list when it has no such model
+    (a default a CLI does not know is a warning, or a failure, on every turn)."""
+    found = models.canonical_model(name, models_of(provider))
+    if found is None or str(models.provider_for_model(found)) != provider:
+        raise UsageError(
+            f"the {provider} CLI has no model {name!r}; choose one of: "
+            + ", ".join(models_of(provider))
+        )
+    return found
+
+
 def _valid_tz(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -177,6 +203,14 @@ def _ask(
         if problem is None:
             return answer
         print(f"  {problem}", file=sys.stderr)
+
+
+def _model_problem(provider: str, value: str) -> str | None:
+    try:
+        check_model(provider, value)
+    except UsageError as exc:
+        return str(exc)
+    return None
 
 
 def _check_token(value: str) -> str | None:
@@ -281,9 +315,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
                 default=installed[0] if installed else "claude",
             )
         if not args.model:
-            args.model = _ask(
-                "Model", lambda v: None if v else "give a model", default=DEFAULT_MODELS[provider]
-            )
+            args.model = _ask("Model", partial(_model_problem, provider), DEFAULT_MODELS[provider])
         if not timezone:
             print(HELP_TZ)
             timezone = _ask(
@@ -302,6 +334,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         if missing:
             raise UsageError("missing " + ", ".join(missing) + " (not asking: no terminal)")
     provider = provider or "claude"
+    model = check_model(provider, args.model or DEFAULT_MODELS[provider])
     timezone = timezone or local_timezone()
     if not _valid_tz(timezone):
         raise UsageError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)")
@@ -321,7 +354,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             allowed_user_ids=user_ids if telegram else (),
             allowed_group_ids=_ids(args.group_ids, "group ids") if telegram else (),
             provider=provider,
-            model=args.model or DEFAULT_MODELS[provider],
+            model=model,
             timezone=timezone,
             transports=transports,
             matrix_homeserver=matrix.homeserver if matrix else "",

@@ -59,6 +59,7 @@ _SANDBOX_FLAGS: dict[PermissionMode, tuple[str, ...]] = {
     PermissionMode.PLAN: ("-s", "read-only"),
     PermissionMode.ACCEPT_EDITS: ("-s", "workspace-write"),
     PermissionMode.BYPASS: ("--dangerously-bypass-approvals-and-sandbox",),
+    PermissionMode.DONT_ASK: (),  # `codex exec` never asks: its own sandbox settings apply
 }
 
 # item.type of the items that are tool calls

@@ -62,6 +62,7 @@ _APPROVAL_MODES: dict[PermissionMode, str | None] = {
     PermissionMode.PLAN: "plan",
     PermissionMode.ACCEPT_EDITS: "auto_edit",
     PermissionMode.BYPASS: "yolo",
+    PermissionMode.DONT_ASK: None,  # headless Gemini never asks: unapproved tools are denied
 }
 
 TOOL_NAMES: dict[str, ToolName] = {

@@ -27,6 +27,7 @@ class PermissionMode(StrEnum):
     PLAN = "plan"  # read-only
     ACCEPT_EDITS = "acceptEdits"  # may edit files in the workspace
     BYPASS = "bypassPermissions"  # may do anything, no sandbox
+    DONT_ASK = "dontAsk"  # never asks: what the CLI's settings do not allow is denied
 
 
 @dataclass(frozen=True)
