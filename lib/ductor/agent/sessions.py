@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -237,12 +237,18 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else _as_utc(moment).isoformat()
 
 
+def _shallow(record: ProviderBucket | Session) -> dict[str, object]:
+    """The fields of ``record``, by name: what ``asdict`` gives for fields that hold
+    plain values, without its deep copy of each (every turn saves every session)."""
+    return {item.name: getattr(record, item.name) for item in fields(record)}
+
+
 def _session_to_json(session: Session) -> dict[str, object]:
     buckets = {
-        name: {**asdict(bucket), "last_active": _iso(bucket.last_active)}
+        name: {**_shallow(bucket), "last_active": _iso(bucket.last_active)}
         for name, bucket in session.buckets.items()
     }
-    record = asdict(session)
+    record = _shallow(session)
     del record["key"], record["buckets"]
     record.update(created_at=_iso(session.created_at), last_active=_iso(session.last_active))
     return {**record, "provider_sessions": buckets}

@@ -25,8 +25,7 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-
-from PIL import Image, ImageOps
+from typing import TYPE_CHECKING
 
 from ductor.atomic import (
     CorruptFileError,
@@ -38,6 +37,9 @@ from ductor.atomic import (
 )
 from ductor.config.schema import ImageConfig
 from ductor.errors import DuctorError
+
+if TYPE_CHECKING:  # Pillow (~2.4 MB) is imported by the functions that use it, on first use
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +263,8 @@ def _for_format(image: Image.Image, output_format: str) -> Image.Image:
             return image.convert("RGB")
         # JPEG has no transparency: what was see-through becomes white, not black.
         rgba = image.convert("RGBA")
+        from PIL import Image
+
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
         return flat
@@ -283,6 +287,8 @@ def _encode(image: Image.Image, output_format: str, quality: int) -> bytes:
 
 def _open(path: Path, config: ImageConfig) -> Image.Image:
     """The image at ``path``, its header read and its size checked (nothing decoded)."""
+    from PIL import Image
+
     try:
         opened = Image.open(path)
     except Image.DecompressionBombError:  # more than twice Pillow's own limit
@@ -296,6 +302,8 @@ def _open(path: Path, config: ImageConfig) -> Image.Image:
 
 def _converted(path: Path, config: ImageConfig) -> tuple[bytes, str] | None:
     """The new image's bytes and suffix, or None when the file is fine as it is."""
+    from PIL import Image, ImageOps
+
     pil_format, suffix = _FORMATS[config.output_format]
     with _open(path, config) as opened:
         width, height = opened.size
@@ -373,6 +381,8 @@ def is_photo(path: Path) -> bool:
     try:
         if path.stat().st_size > MAX_PHOTO_BYTES:
             return False
+        from PIL import Image
+
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
     except Exception:  # not an image after all: a document then
