@@ -12,7 +12,15 @@ from ductor import atomic, config
 from ductor.agent import workspace
 from ductor.errors import DuctorError, UsageError
 from ductor.paths import Paths, validate_agent_name
-from ductor.units import Manager, instance, remove_dropin, unit_dir, unit_name, write_dropin
+from ductor.units import (
+    PART_SEPARATOR,
+    Manager,
+    instance,
+    remove_dropin,
+    unit_dir,
+    unit_name,
+    write_dropin,
+)
 
 TARGET_TEMPLATE = "ductor@.target"
 
@@ -271,6 +279,31 @@ def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
     return changed
 
 
+def _heartbeat_units(paths: Paths, manager: Manager, name: str, directory: Path) -> list[str]:
+    """Every heartbeat timer of agent ``name`` (its own and one per group target), from
+    its config, the manager and the drop-ins on disk; never another agent's (``main2``
+    is not a heartbeat of ``main``)."""
+    try:
+        agent_config = config.load_agent_config(paths, name)
+    except DuctorError:
+        agent_config = config.AgentConfig()
+    own = unit_name(HEARTBEAT_TIMER, name)
+    group_prefix = own.removesuffix(".timer") + PART_SEPARATOR
+
+    def is_ours(unit: str) -> bool:
+        return unit == own or (unit.startswith(group_prefix) and unit.endswith(".timer"))
+
+    found = set(heartbeat_timers(name, agent_config))
+    found.update(u for u in manager.list_units([own, f"{group_prefix}*.timer"]) if is_ours(u))
+    if directory.is_dir():
+        found.update(
+            d.name[:-2]
+            for d in directory.iterdir()
+            if d.name.endswith(".d") and is_ours(d.name[:-2])
+        )
+    return sorted(found)
+
+
 def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Path]:
     """Stop and disable the agent, delete its config and credentials; state only on purge."""
     require(paths, name)
@@ -281,12 +314,9 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     unschedule_all(manager, name)
     directory = unit_dir(manager.mode)
     changed = remove_dropin(directory, target(name))
-    for timer in heartbeat_timers(name, config.AgentConfig()):
+    for timer in _heartbeat_units(paths, manager, name, directory):
         manager.systemctl("disable", "--now", timer, check=False)
-    for dropin in directory.glob(
-        f"{unit_name(HEARTBEAT_TIMER, name).removesuffix('.timer')}*.timer.d"
-    ):
-        changed = remove_dropin(directory, dropin.name.removesuffix(".d")) or changed
+        changed = remove_dropin(directory, timer) or changed
     if changed:
         manager.daemon_reload()
     for path in (paths.agent_config(name), paths.agent_credentials(name)):
