@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,9 +77,11 @@ class SyncState:
             self.handled.append(event_id)
             self._save()
 
-    def advance(self, next_batch: str) -> None:
-        """The whole batch is handled: the next sync starts after it."""
-        self.since, self.handled = next_batch, []
+    def advance(self, next_batch: str, *, keep: Collection[str] = ()) -> None:
+        """Every batch up to the one ending at ``next_batch`` is handled: the next sync
+        after a restart starts there. ``keep``: handled events of later batches (fetched
+        already, not yet complete), still to be skipped when those are read again."""
+        self.since, self.handled = next_batch, [h for h in self.handled if h in keep]
         self._save()
 
     def _save(self) -> None:
