@@ -16,7 +16,7 @@ import contextlib
 import io
 import logging
 import mimetypes
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +63,7 @@ NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 GAP_PAGE = 100  # events per /messages page when a sync timeline was limited
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the rooms the bot is in
 REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
+MAX_AHEAD = 500  # events and batches in flight before the sync waits for the agent
 
 
 class MatrixError(DuctorError):
@@ -120,6 +121,13 @@ class MatrixTransport:
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
+        # The intake of sync batches (sync_loop): where the next sync starts, the events
+        # numbered so far, each fetched batch's first number after it with its token, and
+        # the handled events of batches the saved token has not passed yet.
+        self.fetched = ""
+        self.numbered = 0
+        self.batches: deque[tuple[int, str]] = deque()
+        self.handed: dict[str, int] = {}
         self.typing: Typing[str] = Typing(self.send_typing, TYPING_EVERY)
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.bot_events: OrderedDict[str, None] = OrderedDict()
@@ -339,10 +347,45 @@ class MatrixTransport:
         await drain.run(stop)
 
     async def sync_loop(self, stop: asyncio.Event) -> None:
+        """Sync, hand each batch's events to the intake and sync on: a room that waits
+        (a download, an agent restart) holds up no other room and no later message. The
+        saved token moves past a batch once all its events (and all earlier ones) are
+        handled; ``self.fetched`` is where the next sync of this process starts."""
+        intake: Intake[tuple[str, dict[str, Any], int]] = Intake(
+            lambda item: self.take_event(item, stop),
+            on_failure=self.report_failure,
+            describe=lambda item: f"event {item[1].get('event_id')} in {item[0]}",
+            on_done=lambda: self.commit_batches(intake),
+        )
+        try:
+            await self._sync_loop(intake, stop)
+        finally:
+            await intake.close()
+
+    def commit_batches(self, intake: Intake[tuple[str, dict[str, Any], int]]) -> None:
+        """Advance the saved token past every batch whose events are all handled."""
+        point = intake.commit_point(self.numbered)
+        intake.forget_below(point)  # the numbers are ours: none comes back
+        latest = None
+        while self.batches and self.batches[0][0] <= point:
+            boundary, latest = self.batches.popleft()
+        if latest is None:
+            return
+        later = {event for event, number in self.handed.items() if number >= boundary}
+        self.handed = {event: self.handed[event] for event in later}
+        self.sync_state.advance(latest, keep=later)
+
+    async def _sync_loop(
+        self, intake: Intake[tuple[str, dict[str, Any], int]], stop: asyncio.Event
+    ) -> None:
         delay = 1.0
         state_loaded = False
+        self.fetched = self.sync_state.since
         while not stop.is_set():
-            first = not self.sync_state.since
+            if intake.busy and len(self.handed) + len(self.batches) > MAX_AHEAD:
+                await intake.progressed(1.0)  # the agent is not taking them: wait
+                continue
+            first = not self.fetched
             try:
                 # The first sync of a process asks for the full state of every room even
                 # when it resumes from a saved token: who is in a room (a direct chat or a
@@ -351,7 +394,7 @@ class MatrixTransport:
                 answer = await self.client.sync(
                     timeout=0 if first or not state_loaded else SYNC_TIMEOUT_MS,
                     sync_filter=SYNC_FILTER,
-                    since=self.sync_state.since or None,
+                    since=self.fetched or None,
                     full_state=None if state_loaded else True,
                 )
             except NETWORK_ERRORS as exc:
@@ -364,7 +407,7 @@ class MatrixTransport:
             state_loaded = True  # matrix-nio now knows every room the bot is in
             self.rooms_known.set()
             try:
-                await self.handle_sync(answer, stop, first=first)
+                await self.handle_sync(answer, intake, stop, first=first)
             except (MatrixError, *NETWORK_ERRORS) as exc:
                 # The token stays: the batch is read again, and what it handed to the
                 # agent already is marked in the sync state, so nothing is handed twice.
@@ -375,29 +418,30 @@ class MatrixTransport:
             delay = 1.0
             if stop.is_set():
                 return
-            self.sync_state.advance(answer.next_batch)
+            self.fetched = answer.next_batch
+            self.batches.append((self.numbered, answer.next_batch))
+            self.commit_batches(intake)
             self.notifier.status(self.status_line())
 
     # -- one sync batch --------------------------------------------------------------------
 
     async def handle_sync(
-        self, answer: nio.SyncResponse, stop: asyncio.Event, *, first: bool
+        self,
+        answer: nio.SyncResponse,
+        intake: Intake[tuple[str, dict[str, Any], int]],
+        stop: asyncio.Event,
+        *,
+        first: bool,
     ) -> None:
         await self.crypto.after_sync()
         for room_id in answer.rooms.leave:
             self.gone(room_id)
         for room_id, invite in answer.rooms.invite.items():
             await self.on_invite(room_id, [_stripped(e) for e in invite.invite_state])
-        since = self.sync_state.since
+        since = self.fetched
         # Rooms are handled side by side, the events of one room in order; an event whose
         # handling fails is logged, answered with a short note and marked handled, so no
         # single event stops the loop (or is replayed by every restart).
-        intake: Intake[tuple[str, dict[str, Any]]] = Intake(
-            lambda item: self.take_event(*item, stop),
-            on_failure=self.report_failure,
-            describe=lambda item: f"event {item[1].get('event_id')} in {item[0]}",
-        )
-        number = 0
         for room_id, joined in answer.rooms.join.items():
             if first:
                 # The first start answers nothing from before it: history is not a request.
@@ -420,35 +464,31 @@ class MatrixTransport:
                 if not event_id or event_id in self.recent or self.sync_state.is_handled(event_id):
                     continue
                 _remember(self.recent, event_id)
-                intake.submit(room_id, number, (room_id, event))
-                number += 1
-        try:
-            while intake.busy:
-                await intake.progressed(1.0)
-        finally:
-            await intake.close()
-        if stop.is_set():
-            return
-        for room_id, event in self.crypto.late_events():
-            try:
-                await self.handle_event(room_id, event, stop)
-            except Exception:
-                log.exception(
-                    "late event %s in %s failed; skipping it", event.get("event_id"), room_id
-                )
+                intake.submit(room_id, self.numbered, (room_id, event, self.numbered))
+                self.numbered += 1
+        for room_id, event in self.crypto.late_events():  # decrypted now that keys came
+            intake.submit(room_id, self.numbered, (room_id, event, self.numbered))
+            self.numbered += 1
 
-    async def take_event(self, room_id: str, event: dict[str, Any], stop: asyncio.Event) -> bool:
+    async def take_event(self, item: tuple[str, dict[str, Any], int], stop: asyncio.Event) -> bool:
         """Handle one event of a sync batch; whether it is safe (marked handled)."""
+        room_id, event, number = item
         if await self.handle_event(room_id, event, stop):
             if stop.is_set():
                 return False
-            self.sync_state.mark(str(event.get("event_id", "")))
+            self.mark(event, number)
         return not stop.is_set()
 
-    async def report_failure(self, item: tuple[str, dict[str, Any]], error: Exception) -> None:
+    def mark(self, event: Mapping[str, Any], number: int) -> None:
+        """``event`` is handled: never again, even when its batch is read again."""
+        event_id = str(event.get("event_id", ""))
+        self.handed[event_id] = number
+        self.sync_state.mark(event_id)
+
+    async def report_failure(self, item: tuple[str, dict[str, Any], int], error: Exception) -> None:
         """Handling an event failed (logged already): mark it, and one short note."""
-        room_id, event = item
-        self.sync_state.mark(str(event.get("event_id", "")))
+        room_id, event, number = item
+        self.mark(event, number)
         if event.get("type") != "m.room.message" or event.get("sender") == self.bot_id:
             return
         if event.get("sender") not in self.config.matrix.allowed_users:
