@@ -9,19 +9,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
-from ductor import __version__, agents
+from ductor import __version__
 from ductor import log as ductor_log
-from ductor.cli import chat, cron, doctor, init, logs, outbox, status
 from ductor.cli.args import Parser
 from ductor.cli.context import Context
 from ductor.errors import DuctorError, ExitCode, exit_code_for
 from ductor.paths import Mode, resolve
 
 Handler = Callable[[Context, argparse.Namespace], int]
+# Options of ``ductor`` itself that take a value (to find the subcommand in argv).
+_VALUE_OPTIONS = frozenset({"--config-dir", "--state-dir"})
 
 
 def _agent_action(verb: str) -> Handler:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
+        from ductor import agents
+
         name = agents.require(ctx.paths, args.name)
         if verb in ("enable", "start", "restart"):
             agents.sync_target(ctx.paths, ctx.manager, name)
@@ -38,6 +41,8 @@ def _agent_action(verb: str) -> Handler:
 
 
 def _agent_sync(ctx: Context, args: argparse.Namespace) -> int:
+    from ductor import agents
+
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
     for name in names:
         changed = agents.sync_target(ctx.paths, ctx.manager, name)
@@ -51,7 +56,7 @@ def _agent_sync(ctx: Context, args: argparse.Namespace) -> int:
 
 def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
     """Validate the config, then apply it: re-sync the target and reload what can."""
-    from ductor import config
+    from ductor import agents, config
 
     name = agents.require(ctx.paths, args.name)
     problems = config.validate_all(ctx.paths, name)
@@ -76,6 +81,8 @@ def _agent_reload(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _agent_remove(ctx: Context, args: argparse.Namespace) -> int:
+    from ductor import agents
+
     removed = agents.remove(ctx.paths, ctx.manager, args.name, purge=args.purge)
     for path in removed:
         ctx.print(f"removed {path}")
@@ -86,7 +93,21 @@ def _agent_remove(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), if any."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``ductor``: every subcommand is listed, but only ``command`` (None:
+    none, for the overview and --help) gets its arguments and has its module imported,
+    so that ``ductor chat`` does not pay for the imports of ``ductor init`` or ``cron``."""
     parser = Parser(
         prog="ductor",
         description="Run AI coding CLIs (Claude Code, Codex, Gemini) as chat agents on systemd.",
@@ -110,19 +131,86 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", type=Path, help="override the configuration directory")
     parser.add_argument("--state-dir", type=Path, help="override the state directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    # Without a command: the overview (what ductor is, the agents, the next step).
-    parser.set_defaults(handler=status.run_overview)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The actions make Parsers too (add_subparsers uses the parent's class).
+    generic = cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub)
+
+    def wanted(name: str, text: str) -> bool:
+        if name == command:
+            return True
+        sub.add_parser(name, help=text)  # listed in --help, its arguments left out
+        return False
+
+    if command is None:
+        from ductor.cli import status
+
+        # Without a command: the overview (what ductor is, the agents, the next step).
+        parser.set_defaults(handler=status.run_overview)
+
+    if wanted("init", text := "create an agent (asks on a terminal)"):
+        _add_init(generic, text)
+    if wanted("agent", text := "list, add, remove, enable, start, stop agents"):
+        _add_agent(generic, text)
+    if wanted("status", text := "every agent's units: state, since, restarts, memory"):
+        from ductor.cli import status
+
+        p = sub.add_parser("status", help=text)
+        p.add_argument("name", nargs="?")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=status.run_status)
+    if wanted("logs", text := "the agent's journal"):
+        from ductor.cli import logs
+
+        p = sub.add_parser("logs", help=text)
+        p.add_argument("name")
+        p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("-p", "--priority", help="e.g. err, warning, info (journalctl -p)")
+        p.add_argument("--since", help="e.g. '1 hour ago', today (journalctl --since)")
+        p.add_argument("-n", "--lines", type=int)
+        p.set_defaults(handler=logs.run)
+    if wanted("chat", text := "talk to an agent from the terminal"):
+        from ductor.cli import chat
+
+        p = sub.add_parser(
+            "chat",
+            help=text,
+            description="Talk to an agent over its socket: each line is a message, the"
+            " answer streams in. Ctrl-C interrupts a turn; /quit or Ctrl-D leaves.",
+        )
+        chat.add_arguments(p)
+        p.set_defaults(handler=chat.run)
+    if wanted("cron", "scheduled jobs of an agent (systemd timers)"):
+        from ductor.cli import cron
+
+        cron.register(generic)
+    if wanted("outbox", "list, show, re-send or drop what waits in an agent's outbox"):
+        from ductor.cli import outbox
+
+        outbox.register(generic)
+    if wanted("doctor", text := "check the installation and say how to fix problems"):
+        from ductor.cli import doctor
+
+        p = sub.add_parser("doctor", help=text)
+        p.add_argument("name", nargs="?")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=doctor.run)
+    return parser
+
+
+def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser], text: str) -> None:
+    from ductor.cli import init
 
     p = sub.add_parser(
-        "init",
-        help="create an agent (asks on a terminal)",
-        description="Create an agent: config, credentials, workspace, units.",
+        "init", help=text, description="Create an agent: config, credentials, workspace, units."
     )
     init.add_arguments(p, default_name="main")
     p.set_defaults(handler=init.run)
 
-    p = sub.add_parser("agent", help="list, add, remove, enable, start, stop agents")
+
+def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser], text: str) -> None:
+    from ductor.cli import init, status
+
+    p = sub.add_parser("agent", help=text)
     agent_sub = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
     q = agent_sub.add_parser("list", help="every agent with its state")
     q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -134,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("--purge", action="store_true", help="also delete state and workspace")
     q.set_defaults(handler=_agent_remove)
-    for verb, text in (
+    for verb, action in (
         ("enable", "start the agent at boot"),
         ("disable", "do not start the agent at boot"),
         ("start", "turn the agent on now"),
         ("stop", "turn the agent off now"),
         ("restart", "restart all of the agent's units"),
     ):
-        q = agent_sub.add_parser(verb, help=text)
+        q = agent_sub.add_parser(verb, help=action)
         q.add_argument("name")
         if verb in ("enable", "disable"):
             q.add_argument(
@@ -157,44 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", nargs="?")
     q.set_defaults(handler=_agent_sync)
 
-    p = sub.add_parser("status", help="every agent's units: state, since, restarts, memory")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=status.run_status)
-
-    p = sub.add_parser("logs", help="the agent's journal")
-    p.add_argument("name")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-p", "--priority", help="e.g. err, warning, info (journalctl -p)")
-    p.add_argument("--since", help="e.g. '1 hour ago', today (journalctl --since)")
-    p.add_argument("-n", "--lines", type=int)
-    p.set_defaults(handler=logs.run)
-
-    p = sub.add_parser(
-        "chat",
-        help="talk to an agent from the terminal",
-        description="Talk to an agent over its socket: each line is a message, the answer"
-        " streams in. Ctrl-C interrupts a turn; /quit or Ctrl-D leaves.",
-    )
-    chat.add_arguments(p)
-    p.set_defaults(handler=chat.run)
-
-    # The actions make Parsers too (add_subparsers uses the parent's class).
-    generic = cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub)
-    cron.register(generic)
-
-    outbox.register(generic)
-
-    p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=doctor.run)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(subcommand(words))
+    args = parser.parse_args(words)
     ductor_log.setup("DEBUG" if args.verbose else "WARNING")
     try:
         paths = resolve(args.mode, config_dir=args.config_dir, state_dir=args.state_dir)

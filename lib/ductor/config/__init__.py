@@ -6,69 +6,8 @@ Stdlib + tomlkit only. Oneshots load config on their fast path, so the editing h
 (and tomlkit) is imported only when an edit function is first used. See docs/config.md.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from ductor.config.load import (
-    changed_keys,
-    get_value,
-    is_hot,
-    load_agent_config,
-    load_files,
-    restart_needed,
-    validate_all,
-    validate_global,
-)
-from ductor.config.schema import (
-    FILE_ACCESS,
-    HOT_KEYS,
-    IMAGE_FORMATS,
-    LANGUAGES,
-    LOG_LEVELS,
-    PERMISSION_MODES,
-    PROVIDERS,
-    REASONING_EFFORTS,
-    SCHEMA_KEYS,
-    TRANSPORT_OUTBOX,
-    TRANSPORTS,
-    AgentConfig,
-    ChatTarget,
-    CleanupConfig,
-    CliParametersConfig,
-    CronConfig,
-    CronDeliveryRetryConfig,
-    CronPreflightConfig,
-    HeartbeatConfig,
-    HeartbeatTarget,
-    ImageConfig,
-    LimitsConfig,
-    MatrixConfig,
-    MemoryCompactionConfig,
-    MemoryConfig,
-    MemoryFlushConfig,
-    MemoryReflectionConfig,
-    NotificationsConfig,
-    SceneConfig,
-    SkillsConfig,
-    SkillSyncConfig,
-    StreamingConfig,
-    TasksConfig,
-    TelegramConfig,
-    TimeoutsConfig,
-    TranscriptionConfig,
-    WebhooksConfig,
-)
-from ductor.config.secrets import (
-    GEMINI_API_KEY,
-    KNOWN_SECRETS,
-    MATRIX_ACCESS_TOKEN,
-    MATRIX_PASSWORD,
-    TELEGRAM_TOKEN,
-    WEBHOOK_TOKEN,
-    read_secret,
-    remove_secret,
-    secret_path,
-    write_secret,
-)
 
 __all__ = [
     "FILE_ACCESS",
@@ -134,13 +73,150 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ductor.config.edit import remove_value, set_value, set_values, value_from_text
+    from ductor.config.load import (
+        changed_keys,
+        get_value,
+        is_hot,
+        load_agent_config,
+        load_files,
+        restart_needed,
+        validate_all,
+        validate_global,
+    )
+    from ductor.config.schema import (
+        FILE_ACCESS,
+        HOT_KEYS,
+        IMAGE_FORMATS,
+        LANGUAGES,
+        LOG_LEVELS,
+        PERMISSION_MODES,
+        PROVIDERS,
+        REASONING_EFFORTS,
+        SCHEMA_KEYS,
+        TRANSPORT_OUTBOX,
+        TRANSPORTS,
+        AgentConfig,
+        ChatTarget,
+        CleanupConfig,
+        CliParametersConfig,
+        CronConfig,
+        CronDeliveryRetryConfig,
+        CronPreflightConfig,
+        HeartbeatConfig,
+        HeartbeatTarget,
+        ImageConfig,
+        LimitsConfig,
+        MatrixConfig,
+        MemoryCompactionConfig,
+        MemoryConfig,
+        MemoryFlushConfig,
+        MemoryReflectionConfig,
+        NotificationsConfig,
+        SceneConfig,
+        SkillsConfig,
+        SkillSyncConfig,
+        StreamingConfig,
+        TasksConfig,
+        TelegramConfig,
+        TimeoutsConfig,
+        TranscriptionConfig,
+        WebhooksConfig,
+    )
+    from ductor.config.secrets import (
+        GEMINI_API_KEY,
+        KNOWN_SECRETS,
+        MATRIX_ACCESS_TOKEN,
+        MATRIX_PASSWORD,
+        TELEGRAM_TOKEN,
+        WEBHOOK_TOKEN,
+        read_secret,
+        remove_secret,
+        secret_path,
+        write_secret,
+    )
 
-_EDIT_FUNCTIONS = frozenset({"remove_value", "set_value", "set_values", "value_from_text"})
+# Each name is imported from its module when first used: ``from ductor import config`` costs
+# nothing until then, so a command that never reads a config (``ductor chat``, ``ductor
+# --help``) does not pay for the schema (~25 ms of dataclasses) or the loader.
+_MODULES = {
+    **dict.fromkeys(
+        (
+            "changed_keys",
+            "get_value",
+            "is_hot",
+            "load_agent_config",
+            "load_files",
+            "restart_needed",
+            "validate_all",
+            "validate_global",
+        ),
+        "load",
+    ),
+    **dict.fromkeys(
+        (
+            "FILE_ACCESS",
+            "HOT_KEYS",
+            "IMAGE_FORMATS",
+            "LANGUAGES",
+            "LOG_LEVELS",
+            "PERMISSION_MODES",
+            "PROVIDERS",
+            "REASONING_EFFORTS",
+            "SCHEMA_KEYS",
+            "TRANSPORT_OUTBOX",
+            "TRANSPORTS",
+            "AgentConfig",
+            "ChatTarget",
+            "CleanupConfig",
+            "CliParametersConfig",
+            "CronConfig",
+            "CronDeliveryRetryConfig",
+            "CronPreflightConfig",
+            "HeartbeatConfig",
+            "HeartbeatTarget",
+            "ImageConfig",
+            "LimitsConfig",
+            "MatrixConfig",
+            "MemoryCompactionConfig",
+            "MemoryConfig",
+            "MemoryFlushConfig",
+            "MemoryReflectionConfig",
+            "NotificationsConfig",
+            "SceneConfig",
+            "SkillsConfig",
+            "SkillSyncConfig",
+            "StreamingConfig",
+            "TasksConfig",
+            "TelegramConfig",
+            "TimeoutsConfig",
+            "TranscriptionConfig",
+            "WebhooksConfig",
+        ),
+        "schema",
+    ),
+    **dict.fromkeys(
+        (
+            "GEMINI_API_KEY",
+            "KNOWN_SECRETS",
+            "MATRIX_ACCESS_TOKEN",
+            "MATRIX_PASSWORD",
+            "TELEGRAM_TOKEN",
+            "WEBHOOK_TOKEN",
+            "read_secret",
+            "remove_secret",
+            "secret_path",
+            "write_secret",
+        ),
+        "secrets",
+    ),
+    **dict.fromkeys(("remove_value", "set_value", "set_values", "value_from_text"), "edit"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EDIT_FUNCTIONS:
-        from ductor.config import edit
-
-        return getattr(edit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ductor.config.{module}"), name)
+    globals()[name] = value  # found directly from now on
+    return value
