@@ -128,7 +128,7 @@ def test_segments_are_sent_at_tool_boundaries_and_the_rest_at_the_end() -> None:
 
     last = asyncio.run(scenario())
     assert last == "$2"
-    assert sent[0] == ("Let me **look**.", "Let me <b>look</b>.")
+    assert sent[0] == ("Let me **look**.", "<p>Let me <b>look</b>.</p>")
     assert sent[1][0].startswith("Done.")
     assert "1️⃣ Yes" in sent[1][1] and "2️⃣ No" in sent[1][1]
 

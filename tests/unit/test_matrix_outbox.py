@@ -14,6 +14,7 @@ from ductor.config import AgentConfig
 from ductor.config.schema import MatrixConfig
 from ductor.spool import Envelope, Kind, Payload, Queue, Routing, Spool, State
 from ductor.transports.matrix.outbox import MatrixOutbox
+from ductor.transports.matrix.richtext import TooLarge
 from ductor.transports.matrix.rooms import Room
 
 if TYPE_CHECKING:
@@ -125,3 +126,27 @@ def test_an_envelope_for_a_room_that_is_not_allowed_goes_to_bad_and_the_main_use
     bad = {entry.id: entry for entry in queue.list([State.BAD])}
     assert set(bad) == {to_mallory.id, to_trio.id}
     assert f"room {TRIO} is not in allowed_rooms" in (bad[to_trio.id].problem or "")
+
+
+def test_an_envelope_the_homeserver_refuses_as_too_large_goes_to_bad_at_once_with_a_note(
+    tmp_path: Path,
+) -> None:
+    outbox, transport, queue = drain(tmp_path)
+    refusals = 0
+
+    async def refuse_big(room_id: str, markdown: str) -> list[str]:
+        nonlocal refusals
+        if "huge" in markdown:
+            refusals += 1
+            raise TooLarge("event too large (M_TOO_LARGE)")
+        transport.sent.append((room_id, markdown))
+        return ["$note"]
+
+    transport.send_markdown = refuse_big  # type: ignore[method-assign]
+    huge = post(queue, DM, "huge")
+    deliver_all(outbox)
+    deliver_all(outbox)  # nothing is retried
+    assert refusals == 1
+    assert queue.get(huge.id).state is State.BAD  # type: ignore[union-attr]
+    assert [room_id for room_id, _ in transport.sent] == [DM]
+    assert "too large for Matrix" in transport.sent[0][1]

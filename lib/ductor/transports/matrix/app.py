@@ -38,6 +38,7 @@ from ductor.transports.intake import Intake
 from ductor.transports.matrix import crypto, media
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
 from ductor.transports.matrix.outbox import MatrixOutbox
+from ductor.transports.matrix.richtext import TooLarge
 from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
 from ductor.transports.matrix.segments import (
     Button,
@@ -738,7 +739,9 @@ class MatrixTransport:
         stream = SegmentStream(
             send,
             SegmentOptions(
-                enabled=streaming.enabled, technical_footer=self.config.scene.technical_footer
+                enabled=streaming.enabled,
+                technical_footer=self.config.scene.technical_footer,
+                encrypted=self.crypto.is_encrypted(room),
             ),
         )
         if first.is_terminal:
@@ -848,7 +851,8 @@ class MatrixTransport:
     async def send_event(self, room: str, event_type: str, content: dict[str, Any]) -> str:
         answer = await self.crypto.send(room, event_type, content)
         if isinstance(answer, nio.RoomSendError):
-            raise MatrixError(f"{answer.message} ({answer.status_code})")
+            error = TooLarge if answer.status_code == "M_TOO_LARGE" else MatrixError
+            raise error(f"{answer.message} ({answer.status_code})")
         _remember(self.bot_events, answer.event_id)
         return str(answer.event_id)
 
@@ -866,7 +870,8 @@ class MatrixTransport:
         return await self.send_event(room, "m.room.message", content)
 
     async def send_markdown(self, room: str, markdown: str) -> list[str]:
-        return [await self.send_html(room, body, html) for body, html in render(markdown)]
+        pieces = render(markdown, encrypted=self.crypto.is_encrypted(room))
+        return [await self.send_html(room, body, html) for body, html in pieces]
 
     async def send_file(self, room: str, path: Path) -> str:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -13,6 +13,7 @@ in goes to the first allowed user's direct room instead, under a note.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from ductor.errors import DuctorError
 from ductor.spool import Envelope, Kind, Queue
 from ductor.transports.drain import DrainLoop, rerouted_reason
+from ductor.transports.matrix.richtext import TooLarge
 
 if TYPE_CHECKING:
     from ductor.transports.matrix.app import MatrixTransport
@@ -54,6 +56,18 @@ class MatrixOutbox(DrainLoop):
         except TargetGone as exc:
             log.warning("envelope %s: %s", envelope.id, exc)
             await asyncio.to_thread(self.queue.fail, envelope, str(exc), permanent=True)
+            return
+        except TooLarge as exc:
+            # Sending it again can never work: to bad/ at once, and the user is told.
+            log.warning("envelope %s: the homeserver refuses it as too large: %s", envelope.id, exc)
+            reason = f"too large for the homeserver: {exc}"
+            await asyncio.to_thread(self.queue.reject, envelope, reason)
+            with contextlib.suppress(Exception):  # the envelope is safe in bad/
+                await self.tell_main_user(
+                    f"_A message ({envelope.kind}, {envelope.id}) is too large for Matrix and"
+                    " was not delivered; it is kept in the spool's bad/ folder (`ductor outbox"
+                    " list`)._"
+                )
             return
         except Exception as exc:
             log.warning("envelope %s: delivery failed, will retry: %s", envelope.id, exc)

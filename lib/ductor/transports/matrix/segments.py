@@ -17,28 +17,12 @@ from dataclasses import dataclass
 
 from ductor.protocol import Event, EventType
 from ductor.transports.matrix.ingress import NUMBER_EMOJIS
-from ductor.transports.telegram.formatting import html_to_plain, markdown_to_html, split_html
+from ductor.transports.matrix.richtext import Piece, render
 
 __all__ = ["Button", "Piece", "SegmentStream", "button_list", "render"]
 
-PIECE_LIMIT = 30_000  # characters of HTML per message; an event may have 64 KiB
-
-Piece = tuple[str, str]  # (plain body, HTML)
 Button = tuple[str, str]  # (label, data)
 Send = Callable[[str, str], Awaitable[str]]  # (body, html) -> event id
-
-
-def render(markdown: str, *, prefix_html: str = "", suffix_html: str = "") -> list[Piece]:
-    """``markdown`` as messages: plain body and HTML, cut to fit one event each."""
-    markdown = markdown.strip()
-    content = markdown_to_html(markdown) if markdown else ""
-    content = "\n\n".join(p for p in (prefix_html, content, suffix_html) if p.strip())
-    if not content.strip():
-        return []
-    pieces = split_html(content, PIECE_LIMIT)
-    if len(pieces) == 1 and not prefix_html and not suffix_html:
-        return [(markdown.strip(), pieces[0])]
-    return [(html_to_plain(piece), piece) for piece in pieces]
 
 
 def button_list(buttons: list[Button]) -> str:
@@ -74,6 +58,7 @@ def technical_footer(final: Event) -> str:
 class SegmentOptions:
     enabled: bool = True
     technical_footer: bool = False
+    encrypted: bool = False  # the room is: pieces are measured as ciphertext
 
 
 class SegmentStream:
@@ -98,7 +83,7 @@ class SegmentStream:
     async def flush(self) -> None:
         chunk, self.buffer = self.buffer, ""
         if chunk.strip():
-            await self._send_all(render(chunk))
+            await self._send_all(render(chunk, encrypted=self.options.encrypted))
         self.sent += chunk
 
     async def _send_all(self, pieces: list[Piece]) -> str:
@@ -124,17 +109,23 @@ class SegmentStream:
         rest = self.rest_of(final)
         self.buffer = ""
         notice = final.get_str("notice")
-        prefix = f"<i>{html.escape(notice)}</i>" if notice else ""
+        prefix = f"<p><i>{html.escape(notice)}</i></p>" if notice else ""
         extra: list[str] = []
         if buttons:
             extra.append(button_list(buttons))
         if self.options.technical_footer and final.get_str("turn"):
             extra.append(f"<font color='#888888'>{html.escape(technical_footer(final))}</font>")
-        pieces = render(rest, prefix_html=prefix, suffix_html="\n\n".join(extra))
+        pieces = render(
+            rest,
+            prefix_html=prefix,
+            suffix_html="\n".join(f"<p>{e}</p>" for e in extra),
+            encrypted=self.options.encrypted,
+        )
         if not pieces and not self.event_ids:
             pieces = render("(no answer)")
         return await self._send_all(pieces)
 
     async def fail(self, error: Event) -> str:
         await self.flush()
-        return await self._send_all(render("", suffix_html=f"<i>{html.escape(error.text)}</i>"))
+        note = f"<p><i>{html.escape(error.text)}</i></p>"
+        return await self._send_all(render("", suffix_html=note, encrypted=self.options.encrypted))

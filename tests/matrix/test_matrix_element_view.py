@@ -1,0 +1,113 @@
+"""What an Element user reads: long answers in any script arrive whole, and every line
+break of an answer or a command's reply shows (Element collapses the whitespace of
+``formatted_body``: only markup breaks a line)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.matrix.conftest import MatrixUsers
+from tests.matrix.element_view import visible_lines
+from tests.matrix.test_matrix_transport import Bot, bot_for, eventually, scenario
+from tests.stubs.synapse import Synapse
+
+__all__ = ["bot_for"]
+
+CYRILLIC = "\n\n".join(
+    " ".join(f"слово{n:05d}" for n in range(start, start + 100)) for start in range(0, 1900, 100)
+)  # 19 paragraphs of 100 words: over 20,000 characters, two bytes each in UTF-8
+CJK = "".join(f"{n:04d}" + "漢字かな交じり文" * 2 for n in range(850))  # 13,600+ characters
+
+
+def squeezed(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_long_cyrillic_and_cjk_answers_arrive_complete(
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    assert len(CYRILLIC) > 20_000 and len(CJK) > 13_600
+    answer = Path(scenario(tmp_path, CYRILLIC))
+    bot = bot_for(FAKECLI_SCENARIO=str(answer))
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "a long answer, please")
+    eventually(lambda: squeezed(CYRILLIC) in squeezed("".join(bot.bodies(room))), 30, bot.transport)
+    first = len(bot.bodies(room))
+    scenario(tmp_path, CJK)  # the next run of the fake CLI answers this
+    synapse.send_text(alice.access_token, room, "and one in Japanese")
+    eventually(
+        lambda: squeezed("".join(bot.bodies(room)[first:])) == squeezed(CJK), 30, bot.transport
+    )
+    for event in bot.bot_messages(room):  # the HTML carries all of it too
+        assert visible_lines(event["content"]["formatted_body"])
+    html_text = "".join(
+        "".join(visible_lines(e["content"]["formatted_body"]))
+        for e in bot.bot_messages(room)[first:]
+    )
+    assert squeezed(html_text) == squeezed(CJK)
+    assert "M_TOO_LARGE" not in bot.transport.log()
+
+
+ANSWER = """## Plan
+
+First line of the answer
+second line, same paragraph.
+
+- one item
+- another item
+
+1. step one
+2. step two
+
+```python
+print("a")
+print("b")
+```
+
+| name | size |
+|------|------|
+| a    | 1    |
+| b    | 2    |
+
+> a quote"""
+
+SHOWN = [
+    "Plan",
+    "First line of the answer",
+    "second line, same paragraph.",
+    "• one item",
+    "• another item",
+    "1. step one",
+    "2. step two",
+    'print("a")',
+    'print("b")',
+    "name | size",
+    "a | 1",
+    "b | 2",
+    "a quote",
+]
+
+
+def test_every_line_break_of_answers_and_commands_shows_in_element(
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_SCENARIO=scenario(tmp_path, ANSWER))
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "plan it")
+    bot.wait_bodies(room, 1)
+    (answer,) = bot.bot_messages(room)
+    assert visible_lines(answer["content"]["formatted_body"]) == SHOWN
+    assert answer["content"]["body"] == ANSWER  # the plain body reads as Markdown
+    for command in ("!help", "!status", "!model"):
+        count = len(bot.bot_messages(room))
+        synapse.send_text(alice.access_token, room, command)
+        reply = bot.wait_bodies(room, count + 1)[count]
+        content = bot.bot_messages(room)[count]["content"]
+        written = [line.strip() for line in reply.splitlines() if line.strip()]
+        shown = visible_lines(content["formatted_body"])
+        assert len(written) > 2, reply
+        assert len(shown) == len(written), (command, shown, written)
