@@ -47,12 +47,13 @@ class Bot:
         self.agent.stop()
 
     def prompts(self) -> list[str]:
-        """What the CLI was asked, one argv's last element per run."""
+        """What the CLI was asked, one prompt per run (on stdin; argv's last element for
+        a CLI that takes it there)."""
         file = self.root / "record"
         if not file.exists():
             return []
         runs = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        return [str(run["argv"][-1]) for run in runs]
+        return [str(run["stdin"] if run.get("stdin") else run["argv"][-1]) for run in runs]
 
 
 @pytest.fixture
