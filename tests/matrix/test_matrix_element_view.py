@@ -4,13 +4,16 @@ break of an answer or a command's reply shows (Element collapses the whitespace 
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.matrix.conftest import MatrixUsers
 from tests.matrix.element_view import visible_lines
-from tests.matrix.test_matrix_transport import Bot, bot_for, eventually, scenario
+from tests.matrix.test_matrix_transport import Bot, bot_for, eventually, group_room, scenario
 from tests.stubs.synapse import Synapse
 
 __all__ = ["bot_for"]
@@ -111,3 +114,45 @@ def test_every_line_break_of_answers_and_commands_shows_in_element(
         shown = visible_lines(content["formatted_body"])
         assert len(written) > 2, reply
         assert len(shown) == len(written), (command, shown, written)
+
+
+def test_a_mention_only_group_hears_only_its_own_commands_and_real_mentions(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, bot_user = matrix_users.alice, matrix_users.bot
+    bot, room = group_room(
+        bot_for, synapse, matrix_users, "chatty", matrix_extra="group_mention_only = true\n"
+    )
+    localpart = bot_user.user_id[1:].split(":")[0]
+    synapse.send_text(alice.access_token, room, "!poll lunch at noon?")  # another bot's
+    synapse.send_text(alice.access_token, room, f"I think {localpart} is slow today")
+    synapse.send_text(alice.access_token, room, f"{bot_user.user_id} !restart")
+    (listing,) = bot.wait_bodies(room, 1)
+    assert "not a command" in listing and "!new" in listing and "!help" in listing
+    synapse.send_text(alice.access_token, room, "!status")
+    status = bot.wait_bodies(room, 2)[1]
+    assert "ECHO" not in status
+    time.sleep(1.0)
+    assert len(bot.bodies(room)) == 2  # neither the poll nor the name was an answer
+
+
+def test_where_and_leave_belong_to_the_owner_and_where_in_a_group_names_only_it(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, mallory, bot_user = matrix_users.alice, matrix_users.mallory, matrix_users.bot
+    bot, group = group_room(bot_for, synapse, matrix_users, "shared")
+    dm = bot.dm()  # alice's, the owner's
+    both = json.dumps([alice.user_id, mallory.user_id])
+    bot.agent.write_config(bot.agent.config.replace(json.dumps([alice.user_id]), both))
+    assert bot.transport.proc is not None
+    bot.transport.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: "config reloaded" in bot.transport.log(), 20, bot.transport)
+    synapse.send_text(mallory.access_token, group, f"!leave {dm}")
+    (refused,) = bot.wait_bodies(group, 1)
+    assert "Only the owner" in refused
+    synapse.send_text(mallory.access_token, group, "!where")
+    assert "Only the owner" in bot.wait_bodies(group, 2)[1]
+    synapse.send_text(alice.access_token, group, "!where")
+    where = bot.wait_bodies(group, 3)[2]
+    assert group in where and dm not in where
+    assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)

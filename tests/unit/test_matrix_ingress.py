@@ -67,7 +67,7 @@ def test_group_mention_only_needs_a_mention_or_a_reply_to_the_bot() -> None:
     )
     group = {"room": "!group", "private": False, "config": config}
     assert run(text("hello all"), **group).action is Action.IGNORE
-    mentioned = run(text("bot: hello"), **group)
+    mentioned = run(text(f"{BOT}: hello"), **group)
     assert (mentioned.action, mentioned.text) == (Action.MESSAGE, "hello")
     reply = text("yes", **{"m.relates_to": {"m.in_reply_to": {"event_id": "$mine"}}})
     assert run(reply, bot_events={"$mine"}, **group).action is Action.MESSAGE
@@ -151,3 +151,44 @@ def test_an_encrypted_file_is_fetched_from_the_url_inside_its_file_object() -> N
     (attachment,) = run(event).attachments
     assert attachment.url == "mxc://example.org/abc" and attachment.encryption == file
     assert attachment.name == "notes.txt" and attachment.mime_type == "text/plain"
+
+
+MENTION_ONLY = MatrixConfig(
+    user_id=BOT, allowed_users=(ALICE,), allowed_rooms=("!group",), group_mention_only=True
+)
+GROUP: dict[str, Any] = {"room": "!group", "private": False, "config": MENTION_ONLY}
+
+
+def test_the_bots_name_in_a_sentence_is_no_mention_but_its_id_and_a_pill_are() -> None:
+    assert run(text("I think the bot is slow"), **GROUP).action is Action.IGNORE
+    assert run(text("bot: are you there?"), **GROUP).action is Action.IGNORE
+    pill = text(
+        "Bot: are you there?",
+        formatted_body=f'<a href="https://matrix.to/#/{BOT}">Bot</a>: are you there?',
+        **{"m.mentions": {"user_ids": [BOT]}},
+    )
+    assert run(pill, **GROUP).action is Action.MESSAGE
+    assert run(text(f"ask {BOT} about it"), **GROUP).action is Action.MESSAGE
+    assert run(text("ask @bot:example.organisation"), **GROUP).action is Action.IGNORE
+
+
+def test_in_a_group_only_the_bots_own_commands_count() -> None:
+    assert run(text("!poll lunch?"), **GROUP).action is Action.IGNORE  # another bot's
+    assert run(text("!status@otherbot"), **GROUP).action is Action.IGNORE
+    assert run(text("!status"), **GROUP).action is Action.COMMAND
+    assert run(text("!status@bot"), **GROUP).text == "/status"
+    addressed = run(text(f"{BOT} !restart"), **GROUP)
+    assert (addressed.action, addressed.text) == (Action.UNKNOWN_COMMAND, "/restart")
+
+
+def test_an_unknown_command_in_a_direct_chat_gets_the_list_not_the_cli() -> None:
+    for word in ("restart", "tasks", "session", "upgrade", "agents", "showfiles"):
+        incoming = run(text(f"!{word}"))
+        assert (incoming.action, incoming.text) == (Action.UNKNOWN_COMMAND, f"/{word}")
+
+
+def test_the_transport_knows_every_command_of_the_agent() -> None:
+    from ductor.agent.commands import COMMANDS as AGENT_COMMANDS
+    from ductor.transports.matrix.ingress import ABORT_COMMANDS, COMMANDS
+
+    assert set(AGENT_COMMANDS) == (COMMANDS - {"/where", "/leave"}) | set(ABORT_COMMANDS)

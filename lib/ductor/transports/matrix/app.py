@@ -36,7 +36,13 @@ from ductor.spool import Spool
 from ductor.transports import agentlink
 from ductor.transports.intake import Intake
 from ductor.transports.matrix import crypto, media
-from ductor.transports.matrix.ingress import NUMBER_EMOJIS, Action, Incoming, classify
+from ductor.transports.matrix.ingress import (
+    NUMBER_EMOJIS,
+    Action,
+    Incoming,
+    classify,
+    unknown_command,
+)
 from ductor.transports.matrix.outbox import MatrixOutbox
 from ductor.transports.matrix.richtext import TooLarge
 from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
@@ -269,10 +275,20 @@ class MatrixTransport:
         await self.audit_rooms()
 
     async def local_command(self, incoming: Incoming) -> bool:
-        """Commands about the rooms themselves, answered here: !where and !leave."""
+        """Commands answered here: !where and !leave (the owner's alone: the first allowed
+        user), and a !word the bot does not know (the list of commands; the CLI would take
+        it for one of its own slash commands)."""
         word = incoming.text.split(maxsplit=1)[0].lower() if incoming.text else ""
         rooms = self.joined_rooms()
-        if word == "/where":
+        owner = self.config.matrix.allowed_users[:1]
+        if incoming.action is Action.UNKNOWN_COMMAND:
+            text = unknown_command(word)
+        elif word in ("/where", "/leave") and incoming.sender not in owner:
+            text = f"Only the owner ({', '.join(owner) or 'nobody'}) may use !{word[1:]}."
+            log.warning("refused %s from %s: only the owner may", word, incoming.sender)
+        elif word == "/where":
+            if not incoming.private:  # in a group, no word about anybody's other rooms
+                rooms = [r for r in rooms if r.room_id == incoming.room_id]
             text = format_where(
                 rooms,
                 bot_id=self.bot_id,
@@ -604,7 +620,10 @@ class MatrixTransport:
     # -- to the agent ------------------------------------------------------------------
 
     async def to_agent(self, incoming: Incoming, stop: asyncio.Event) -> None:
-        if incoming.action is Action.COMMAND and await self.local_command(incoming):
+        if incoming.action in (
+            Action.COMMAND,
+            Action.UNKNOWN_COMMAND,
+        ) and await self.local_command(incoming):
             return
         # A message shows "typing…" from the moment it is taken in (downloads, a busy
         # agent) until its answer is shown; follow releases it.

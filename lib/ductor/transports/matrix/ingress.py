@@ -8,10 +8,14 @@ Works on the raw event dicts of a ``/sync`` timeline (``type``, ``sender``, ``co
   is a direct chat (two members) with an allowed user; the sender must be in
   ``allowed_users``;
 - ``group_mention_only``: in group rooms, text and media count only when they mention
-  the bot (its id, its localpart, ``m.mentions``) or reply to one of its messages;
-  commands always count;
+  the bot (its full user id, a pill: ``m.mentions``) or reply to one of its messages;
+  its name alone in a sentence is no mention;
 - ``!cmd`` and ``/cmd`` are commands (``!`` becomes ``/``); ``/stop``, ``/interrupt``,
-  ``/stop_all`` and the bare trigger words abort;
+  ``/stop_all`` and the bare trigger words abort. Only the bot's own commands
+  (:data:`COMMANDS`) count; ``!cmd@name`` for another name is for another bot. In a
+  group, a word the bot does not know is for another bot unless the message is addressed
+  to this one; addressed (or in a direct chat) it is ``UNKNOWN_COMMAND``, answered with
+  the list of commands rather than given to the CLI as a slash command;
 - a reaction with a keycap digit on a message that shows numbered buttons, or a bare
   number while such a message is open in the room, presses that button.
 - an ``m.room.encrypted`` event (matrix-nio could not decrypt it) from an allowed user
@@ -32,6 +36,7 @@ from ductor.protocol.messages import AbortMode
 
 __all__ = [
     "ABORT_COMMANDS",
+    "COMMANDS",
     "MEDIA_TYPES",
     "NUMBER_EMOJIS",
     "Action",
@@ -41,8 +46,17 @@ __all__ = [
     "is_room_allowed",
     "is_user_allowed",
     "session_key",
+    "unknown_command",
 ]
 
+#: The commands of the agent (ductor.agent.commands.COMMANDS, kept equal by a unit test)
+#: and the transport's own; the abort commands beside them.
+COMMANDS = frozenset(
+    {
+        "/new", "/reset", "/status", "/model", "/effort", "/cron", "/memory", "/diagnose",
+        "/help", "/start", "/info", "/where", "/leave",
+    }
+)  # fmt: skip
 ABORT_COMMANDS = {
     "/stop": AbortMode.STOP,
     "/interrupt": AbortMode.INTERRUPT,
@@ -50,7 +64,7 @@ ABORT_COMMANDS = {
 }
 NUMBER_EMOJIS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟")
 MEDIA_TYPES = {"m.image": "image", "m.audio": "audio", "m.video": "video", "m.file": "file"}
-_COMMAND = re.compile(r"[!/]([A-Za-z0-9_]{1,64})(?=\s|$)")
+_COMMAND = re.compile(r"[!/]([A-Za-z0-9_]{1,64})(?:@(\S+))?(?=\s|$)")
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 
 
@@ -62,6 +76,7 @@ class Action(StrEnum):
     ABORT = "abort"
     BUTTON = "button"
     ENCRYPTED = "encrypted"  # an allowed user's event the bot could not decrypt
+    UNKNOWN_COMMAND = "unknown_command"  # a !word addressed to the bot that it does not know
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,16 @@ class Incoming:
         return session_key(self.room_id)
 
 
+def unknown_command(word: str) -> str:
+    """The answer to a ``!word`` the bot does not know: its commands."""
+    known = sorted((COMMANDS | set(ABORT_COMMANDS)) - {"/start"})
+    listed = ", ".join(f"!{command[1:]}" for command in known)
+    return (
+        f"`!{word.lstrip('/!')}` is not a command of this bot. Its commands: {listed}."
+        " `!help` says what each does."
+    )
+
+
 def session_key(room_id: str) -> str:
     return f"mx:{room_id}"
 
@@ -113,13 +138,20 @@ def localpart(user_id: str) -> str:
 
 
 def _mentions(content: Mapping[str, Any], bot_id: str) -> bool:
+    """A pill (``m.mentions``) or the full user id; the localpart alone is a word."""
     mentions = content.get("m.mentions")
     if isinstance(mentions, dict) and bot_id in (mentions.get("user_ids") or []):
         return True
     text = f"{content.get('body', '')} {content.get('formatted_body', '')}"
-    if bot_id in text:
-        return True
-    return re.search(rf"(?<![\w@]){re.escape(localpart(bot_id))}(?!\w)", text) is not None
+    return re.search(rf"{re.escape(bot_id)}(?![\w-]|[.:]\w)", text) is not None
+
+
+def _for_other_bot(suffix: str | None, bot_id: str) -> bool:
+    """``!cmd@name``: whether ``name`` is someone else (``@bot`` or ``@bot:server`` is us)."""
+    if not suffix:
+        return False
+    name = suffix.removeprefix("@")
+    return name.lower() not in (localpart(bot_id).lower(), bot_id.removeprefix("@").lower())
 
 
 def _reply_to(content: Mapping[str, Any]) -> str:
@@ -216,6 +248,13 @@ def classify(
         return _with(base, reason="group message not addressed to the bot")
     if command is not None:
         word = "/" + command.group(1).lower()
+        if _for_other_bot(command.group(2), bot_id):
+            return _with(base, reason=f"a command for {command.group(2)}")
+        named = command.group(2) is not None
+        if word not in COMMANDS and word not in ABORT_COMMANDS:
+            if not (addressed or named):
+                return _with(base, reason=f"{word}: not a command of this bot")
+            return _with(base, action=Action.UNKNOWN_COMMAND, text=word)
         if word in ABORT_COMMANDS:
             return _with(base, action=Action.ABORT, mode=ABORT_COMMANDS[word].value, text=word)
         rest = text[command.end() :].strip()
