@@ -156,3 +156,20 @@ def test_where_and_leave_belong_to_the_owner_and_where_in_a_group_names_only_it(
     where = bot.wait_bodies(group, 3)[2]
     assert group in where and dm not in where
     assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)
+
+
+def test_after_stop_the_partial_answer_comes_first_and_is_marked_stopped(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_SCENARIO="claude-interrupt-partial")
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "stream slowly")
+    eventually(lambda: list((bot.agent.state / "turns").glob("*")), 20, bot.transport)
+    time.sleep(0.5)  # the CLI has written "ECHO: stre" and waits
+    synapse.send_text(alice.access_token, room, "!stop")
+    partial, stopped = bot.wait_bodies(room, 2)
+    assert partial.startswith("ECHO: stre") and "stopped" in partial
+    assert "Agent Stopped" in stopped
+    time.sleep(1.0)
+    assert len(bot.bodies(room)) == 2

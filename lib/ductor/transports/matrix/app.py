@@ -70,6 +70,7 @@ NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 GAP_PAGE = 100  # events per /messages page when a sync timeline was limited
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the rooms the bot is in
 REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
+STOP_ORDER_WAIT = 10.0  # seconds the answer to a !stop waits for the stopped turn's text
 MAX_AHEAD = 500  # events and batches in flight before the sync waits for the agent
 
 
@@ -128,6 +129,7 @@ class MatrixTransport:
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.room_turns: dict[str, set[asyncio.Task[None]]] = {}  # answers being shown
         # The intake of sync batches (sync_loop): where the next sync starts, the events
         # numbered so far, each fetched batch's first number after it with its token, and
         # the handled events of batches the saved token has not passed yet.
@@ -645,6 +647,17 @@ class MatrixTransport:
         if task is not None:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            if incoming.action is not Action.ABORT:
+                turns = self.room_turns.setdefault(incoming.room_id, set())
+                turns.add(task)
+                task.add_done_callback(turns.discard)
+
+    async def turns_shown(self, room: str) -> None:
+        """Wait (a little) until the answers being shown in ``room`` are complete: the
+        text a !stop cut short comes before the answer to the !stop."""
+        running = [t for t in self.room_turns.get(room, ()) if t is not asyncio.current_task()]
+        if running:
+            await asyncio.wait(running, timeout=STOP_ORDER_WAIT)
 
     async def request_for(self, incoming: Incoming) -> Request | None:
         """The request for ``incoming``; None for a message left with nothing to send
@@ -764,6 +777,8 @@ class MatrixTransport:
             ),
         )
         if first.is_terminal:
+            if incoming.action is Action.ABORT:
+                await self.turns_shown(room)
             await self.show_final(incoming, stream, first)
             await self.ack(exchange, first)
             return

@@ -22,6 +22,11 @@ from ductor.transports.matrix.richtext import Piece, render
 __all__ = ["Button", "Piece", "SegmentStream", "button_list", "render"]
 
 Button = tuple[str, str]  # (label, data)
+#: Under the text of a turn ended by !stop or !interrupt (the final's ``stopped``).
+STOPPED_NOTES = {
+    "stop": "[stopped: the answer above is incomplete]",
+    "interrupt": "[interrupted: the answer above is incomplete]",
+}
 Send = Callable[[str, str], Awaitable[str]]  # (body, html) -> event id
 
 
@@ -111,6 +116,9 @@ class SegmentStream:
         notice = final.get_str("notice")
         prefix = f"<p><i>{html.escape(notice)}</i></p>" if notice else ""
         extra: list[str] = []
+        stopped = final.get_str("stopped")
+        if stopped and (rest.strip() or self.event_ids):
+            extra.append(f"<i>{html.escape(STOPPED_NOTES.get(stopped, STOPPED_NOTES['stop']))}</i>")
         if buttons:
             extra.append(button_list(buttons))
         if self.options.technical_footer and final.get_str("turn"):
@@ -121,7 +129,7 @@ class SegmentStream:
             suffix_html="\n".join(f"<p>{e}</p>" for e in extra),
             encrypted=self.options.encrypted,
         )
-        if not pieces and not self.event_ids:
+        if not pieces and not self.event_ids and not stopped:
             pieces = render("(no answer)")
         return await self._send_all(pieces)
 
