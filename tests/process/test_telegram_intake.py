@@ -217,3 +217,26 @@ def test_two_hundred_messages_keep_one_typing_loop_for_the_chat(
     finally:
         transport.stop()
         agent.stop()
+
+
+def test_while_the_agent_is_down_a_waiting_message_does_not_make_the_transport_poll_hard(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    agent = setup_agent(tmp_path, stub)
+    transport = Transport(agent).start()  # the agent is not running yet
+    try:
+        stub.wait_for(lambda: stub.calls_to("getUpdates"), timeout=20)
+        stub.user_sends(USER, "hello", user_id=USER)
+        stub.wait_for(lambda: len(stub.calls_to("getUpdates")) >= 3, timeout=20)
+        before = len(stub.calls_to("getUpdates"))
+        time.sleep(8)
+        asked = len(stub.calls_to("getUpdates")) - before
+        # Asking again every 0.3 s would be ~26 calls in 8 s; backing off to 3 s makes ~5.
+        assert asked <= 10, f"{asked} getUpdates calls in 8 s while the agent was down"
+        agent.start()
+        stub.wait_for(lambda: "ECHO: hello" in answer_texts(stub, USER), timeout=30)
+        stub.user_sends(USER, "again", user_id=USER)  # the transport is back to long polls
+        stub.wait_for(lambda: len(answer_texts(stub, USER)) == 2, timeout=10)
+    finally:
+        transport.stop()
+        agent.stop()

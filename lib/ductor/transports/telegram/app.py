@@ -55,9 +55,11 @@ log = logging.getLogger("ductor.telegram")
 
 POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits on Telegram's side
 # While an update is still being handed over, Telegram keeps sending it back (the offset
-# cannot pass it yet): ask again without a long poll at most this often, so new updates
-# (a /stop) still come in at once.
+# cannot pass it yet): ask again without a long poll, first after REPOLL_EVERY so new
+# updates (a /stop) still come in at once, then less and less often while nothing new
+# arrives (the agent is down: no need to ask Telegram several times a second for hours).
 REPOLL_EVERY = 0.3
+REPOLL_AT_MOST_EVERY = 3.0
 TYPING_EVERY = 4.0  # Telegram shows "typing…" for about 5 s
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the groups the bot is in
 MENU = (
@@ -264,6 +266,7 @@ class TelegramTransport:
 
     async def _poll(self, intake: Intake[Received], stop: asyncio.Event) -> None:
         delay = 1.0
+        repoll = REPOLL_EVERY
         while not stop.is_set():
             self.offset.commit(intake.commit_point(self.offset.value))
             intake.forget_below(self.offset.value)
@@ -295,7 +298,10 @@ class TelegramTransport:
                 else:
                     intake.submit(received.lane(), update.update_id, received)
             if busy and not fresh:
-                await intake.progressed(REPOLL_EVERY)
+                await intake.progressed(repoll)
+                repoll = min(repoll * 2, REPOLL_AT_MOST_EVERY)
+            else:
+                repoll = REPOLL_EVERY
             self.notifier.status(self.status_line())
 
     # -- one update ----------------------------------------------------------------------
