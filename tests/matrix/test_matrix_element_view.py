@@ -4,6 +4,7 @@ break of an answer or a command's reply shows (Element collapses the whitespace 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
 from tests.matrix.conftest import MatrixUsers
 from tests.matrix.element_view import visible_lines
 from tests.matrix.test_matrix_transport import Bot, bot_for, eventually, group_room, scenario
@@ -173,3 +175,28 @@ def test_after_stop_the_partial_answer_comes_first_and_is_marked_stopped(
     assert "Agent Stopped" in stopped
     time.sleep(1.0)
     assert len(bot.bodies(room)) == 2
+
+
+def test_an_images_caption_reaches_the_prompt_with_the_image(
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    record = tmp_path / "record.jsonl"
+    bot = bot_for(FAKECLI_RECORD=str(record))
+    room = bot.dm()
+    alice = matrix_users.alice
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "orange").save(png, "PNG")
+    mxc = synapse.upload(alice.access_token, png.getvalue(), "image/png", "cat.png")
+    content = {  # as Element sends an image with a caption (Matrix 1.10)
+        "msgtype": "m.image",
+        "body": "what colour is this cat?",
+        "filename": "cat.png",
+        "url": mxc,
+        "info": {"mimetype": "image/png", "size": len(png.getvalue())},
+    }
+    synapse.send_event(alice.access_token, room, "m.room.message", content)
+    bot.wait_bodies(room, 1)
+    (run,) = [json.loads(line) for line in record.read_text().splitlines()]
+    prompt = str(run["stdin"])
+    assert prompt.startswith("what colour is this cat?")
+    assert "matrix_files" in prompt and "[INCOMING FILE]" in prompt

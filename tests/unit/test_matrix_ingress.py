@@ -192,3 +192,13 @@ def test_the_transport_knows_every_command_of_the_agent() -> None:
     from ductor.transports.matrix.ingress import ABORT_COMMANDS, COMMANDS
 
     assert set(AGENT_COMMANDS) == (COMMANDS - {"/where", "/leave"}) | set(ABORT_COMMANDS)
+
+
+def test_a_media_caption_is_the_text_of_the_message_and_no_command() -> None:
+    image = {"url": "mxc://hs/cat", "filename": "cat.png", "info": {"mimetype": "image/png"}}
+    captioned = run(text("what colour is this cat?", msgtype="m.image", **image))
+    assert (captioned.action, captioned.text) == (Action.MESSAGE, "what colour is this cat?")
+    assert captioned.attachments[0].name == "cat.png"
+    bare = run(text("cat.png", msgtype="m.image", **image))  # the body is the file name
+    assert (bare.text, bare.attachments[0].name) == ("", "cat.png")
+    assert run(text("!stop", msgtype="m.image", **image)).action is Action.MESSAGE

@@ -16,6 +16,8 @@ Works on the raw event dicts of a ``/sync`` timeline (``type``, ``sender``, ``co
   group, a word the bot does not know is for another bot unless the message is addressed
   to this one; addressed (or in a direct chat) it is ``UNKNOWN_COMMAND``, answered with
   the list of commands rather than given to the CLI as a slash command;
+- a media event's caption (its ``body`` when ``filename`` names the file) is the text
+  of the message, given to the agent with the file;
 - a reaction with a keycap digit on a message that shows numbered buttons, or a bare
   number while such a message is open in the room, presses that button.
 - an ``m.room.encrypted`` event (matrix-nio could not decrypt it) from an allowed user
@@ -169,6 +171,15 @@ def strip_mention(text: str, bot_id: str) -> str:
     return text.strip()
 
 
+def _caption(content: Mapping[str, Any]) -> str:
+    """A media event's caption: its ``body`` when a ``filename`` names the file (Matrix
+    1.10; Element sends "what colour is this cat?" as the body of the image)."""
+    body, filename = content.get("body"), content.get("filename")
+    if isinstance(body, str) and isinstance(filename, str) and filename and body != filename:
+        return body
+    return ""
+
+
 def _attachment(content: Mapping[str, Any]) -> Attachment | None:
     kind = MEDIA_TYPES.get(str(content.get("msgtype", "")))
     encrypted = content.get("file")
@@ -238,11 +249,11 @@ def classify(
     if msgtype == "m.notice":
         return _with(base, reason="a notice (bots talk with notices)")
     reply_to = _reply_to(content)
-    raw = str(content.get("body", "")) if attachment is None else ""
+    raw = str(content.get("body", "")) if attachment is None else _caption(content)
     if reply_to:
         raw = _REPLY_FALLBACK.sub("", raw, count=1)
     text = strip_mention(raw, bot_id) if not private else raw.strip()
-    command = _COMMAND.match(text)
+    command = _COMMAND.match(text) if attachment is None else None  # a caption is no command
     addressed = private or _mentions(content, bot_id) or reply_to in bot_events
     if not private and config.group_mention_only and command is None and not addressed:
         return _with(base, reason="group message not addressed to the bot")
@@ -268,7 +279,7 @@ def classify(
         if not text:
             return _with(base, reason="nothing left after the mention")
         return _with(base, action=Action.MESSAGE, text=text)
-    return _with(base, action=Action.MESSAGE, attachments=(attachment,))
+    return _with(base, action=Action.MESSAGE, text=text, attachments=(attachment,))
 
 
 def _reaction(
