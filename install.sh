@@ -4,9 +4,12 @@
 #   ./install.sh                  user mode: ~/.local/share/ductor, ~/.local/bin, user units
 #   ./install.sh --system         system mode: /opt/ductor, /usr/local/bin, account 'ductor'
 #   ./install.sh --dev            also install the test and lint tools into the venv
-#   ./install.sh --init [ARGS]    then run `ductor init ARGS` (e.g. --init main --user-id 1)
-#   ./install.sh --uninstall      remove programs and units, keep config and data
-#   ./install.sh --purge          remove everything, config and data included
+#   ./install.sh --init [ARGS]    then create an agent (`ductor init ARGS`, e.g. --init main
+#                                 --user-id 1) and start it when a service manager runs
+#   ./install.sh --no-hardening   install the units without their sandbox drop-ins
+#   ./install.sh --force          replace another program called ductor in the bin directory
+#   ./install.sh --uninstall      remove programs, units and caches, keep config and data
+#   ./install.sh --purge          remove everything ductor made, config and data included
 #   ./install.sh --render-units DIR   only write the units as they would be installed
 #
 # Offline installs: point pip at a directory of wheels with PIP_NO_INDEX=1 and
@@ -23,12 +26,13 @@ HARDENING=auto
 RENDER_DIR=
 INIT_ARGS=()
 RUN_INIT=0
+FORCE=0
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'install.sh: %s\n' "$*" >&2; }
 die() { warn "$*"; exit 1; }
 
-usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
         --uninstall) ACTION=uninstall ;;
         --purge) ACTION=purge ;;
         --no-hardening) HARDENING=no ;;
+        --force) FORCE=1 ;;
         --render-units)
             [ $# -ge 2 ] || die "--render-units needs a directory"
             ACTION=render; RENDER_DIR=$2; shift ;;
@@ -66,6 +71,8 @@ fi
 VENV=$DATA_DIR/venv
 DOC_DIR=$DATA_DIR/doc
 MANIFEST=$DATA_DIR/installed-files
+# Kept with the configuration (which --uninstall keeps too): lingering was off before.
+LINGER_MARK=$CONF_DIR/.lingering-enabled-by-install.sh
 ACCOUNT=ductor
 
 # --- units ------------------------------------------------------------------------------
@@ -192,14 +199,47 @@ install_venv() {
         "${pip[@]}" -c "$SRC/requirements/dev.lock" -c "$SRC/requirements/runtime.lock" \
             -r "$SRC/requirements/dev.txt"
     fi
-    local site
+    local site build
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    rm -rf "$site/ductor.new"
-    cp -R "$SRC/lib/ductor" "$site/ductor.new"
-    find "$site/ductor.new" -name '__pycache__' -type d -prune -exec rm -rf {} +
-    rm -rf "$site/ductor"
-    mv "$site/ductor.new" "$site/ductor"
-    "$VENV/bin/python" -m compileall -q "$site/ductor"
+    # Releases before this one copied the package in without pip's record of it.
+    if [ -d "$site/ductor" ] && ! compgen -G "$site/ductor-*.dist-info" >/dev/null; then
+        rm -rf "$site/ductor"
+    fi
+    # ductor itself, built by pip from pyproject.toml. pip builds inside the source tree,
+    # so it gets a copy: the checkout stays clean (and may be read-only).
+    say "Installing ductor from $SRC"
+    build=$(mktemp -d)
+    cp -R "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/lib" "$build/"
+    find "$build" -name '__pycache__' -type d -prune -exec rm -rf {} +
+    "${pip[@]}" --no-deps --force-reinstall "$build" || { rm -rf "$build"; die "pip could not install ductor"; }
+    rm -rf "$build"
+}
+
+# Is FILE a program this script wrote? Ours start with the venv's interpreter (being in
+# the manifest is not enough: something else may have replaced it since).
+ours() {
+    [ -f "$1" ] && [ ! -L "$1" ] \
+        && [ "$(head -c 200 "$1" 2>/dev/null | head -n 1)" = "#!$VENV/bin/python" ]
+}
+
+# Another program by one of our names (the original ductor from pipx, say) is not
+# replaced without --force: the user would lose it without a word.
+check_foreign_programs() {
+    local program file foreign=()
+    for program in "$SRC"/bin/*; do
+        file=$BIN_DIR/$(basename "$program")
+        if [ -e "$file" ] || [ -L "$file" ]; then
+            ours "$file" || foreign+=("$file")
+        fi
+    done
+    [ ${#foreign[@]} -eq 0 ] && return 0
+    if [ "$FORCE" -eq 1 ]; then
+        warn "replacing ${foreign[*]} (another program; --force)"
+        return 0
+    fi
+    warn "${foreign[*]}: another program by that name is installed there"
+    warn "(e.g. the original ductor from pipx: 'pipx uninstall ductor' removes it)."
+    die "remove it, or run install.sh again with --force to replace it"
 }
 
 install_programs() {
@@ -260,6 +300,7 @@ enable_linger() {
         return 0
     fi
     if loginctl enable-linger "$user" >/dev/null 2>&1; then
+        touch "$LINGER_MARK"   # so that --purge turns it off again
         say "Enabled lingering for $user: agents keep running after you log out."
     else
         warn "could not enable lingering for $user: agents will stop when you log out."
@@ -291,12 +332,51 @@ prune_stale() {
     done < "$MANIFEST"
 }
 
-uninstall() {
-    local file
-    if command -v systemctl >/dev/null 2>&1; then
-        manager disable --now 'ductor@*.target' ductor.target >/dev/null 2>&1 || true
-        manager stop 'ductor-*' >/dev/null 2>&1 || true
+# Where ductor keeps things, one "KIND PATH" line each (config, state, cache, runtime):
+# what the library says (before the venv goes), and the documented defaults (after an
+# --uninstall the venv is gone already; on systemd 254+ user state is in ~/.local/state).
+ductor_dirs() {
+    if [ -x "$VENV/bin/python" ]; then
+        "$VENV/bin/python" - "$MODE" <<'PY' 2>/dev/null || true
+import sys
+from ductor.paths import Mode, resolve
+p = resolve(Mode(sys.argv[1]))
+for kind in ("config", "state", "cache", "runtime"):
+    print(kind, getattr(p, f"{kind}_dir"))
+PY
     fi
+    if [ "$MODE" = system ]; then
+        printf '%s\n' "config /etc/ductor" "state /var/lib/ductor" "cache /var/cache/ductor" \
+            "runtime /run/ductor"
+    else
+        printf '%s\n' "config $CONF_DIR" "state ${XDG_STATE_HOME:-$HOME/.local/state}/ductor" \
+            "cache ${XDG_CACHE_HOME:-$HOME/.cache}/ductor" \
+            "runtime ${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/ductor"
+    fi
+}
+
+# remove_dirs KIND...: delete ductor's directories of these kinds.
+remove_dirs() {
+    local kind dir
+    while read -r kind dir; do
+        case " $* " in *" $kind "*) ;; *) continue ;; esac
+        case "$dir" in "" | / | "$HOME" | "$HOME/") continue ;; esac
+        rm -rf "$dir"
+    done < <(ductor_dirs | sort -u)
+}
+
+# Stop every unit of ductor's first, the .path units with the rest: deleting the config
+# below must not trigger a reload that fails and leaves the manager "degraded".
+stop_units() {
+    command -v systemctl >/dev/null 2>&1 || return 0
+    manager disable ductor.target >/dev/null 2>&1 || true
+    manager stop 'ductor*.path' 'ductor*.timer' >/dev/null 2>&1 || true
+    manager stop 'ductor*' >/dev/null 2>&1 || true
+}
+
+uninstall() {
+    local file dir
+    stop_units
     if [ -f "$MANIFEST" ]; then
         while IFS= read -r file; do
             rm -f "$file"
@@ -304,26 +384,56 @@ uninstall() {
         done < "$MANIFEST"
     fi
     find "$UNIT_DIR" -maxdepth 1 -type d -name 'ductor*.d' -exec rm -rf {} + 2>/dev/null || true
-    rm -f "$UNIT_DIR/ductor.target.wants"/* 2>/dev/null || true
-    rmdir "$UNIT_DIR/ductor.target.wants" 2>/dev/null || true
-    if command -v systemctl >/dev/null 2>&1; then manager daemon-reload >/dev/null 2>&1 || true; fi
+    # What `enable` linked: ductor.target, agent targets, cron and heartbeat timers. A link
+    # left behind points at nothing and is listed "not-found".
+    find "$UNIT_DIR" -mindepth 2 -maxdepth 2 \( -path '*.wants/ductor*' -o -path '*.requires/ductor*' \) \
+        \( -type l -o -type f \) -delete 2>/dev/null || true
+    find "$UNIT_DIR" -mindepth 1 -maxdepth 1 -type d -name 'ductor*.wants' -empty -delete 2>/dev/null || true
+    if [ "$MODE" = user ]; then  # the user's unit directory: its empty .wants are ductor's
+        find "$UNIT_DIR" -mindepth 1 -maxdepth 1 -type d -name '*.wants' -empty -delete 2>/dev/null || true
+    fi
+    if command -v systemctl >/dev/null 2>&1; then
+        manager daemon-reload >/dev/null 2>&1 || true
+        manager reset-failed 'ductor*' >/dev/null 2>&1 || true
+    fi
+    # The sockets' directories (empty now) and the caches: nothing there is worth keeping.
+    remove_dirs cache runtime
+}
+
+# The CLIs keep a transcript of every chat under their own directory, named after the
+# working directory: a workspace or cron task folder under one of ductor's directories.
+purge_transcripts() {
+    local kind dir name file
+    [ "$MODE" = user ] || return 0   # the account's home is /var/lib/ductor: gone already
+    while read -r kind dir; do
+        [ "$kind" = state ] || continue
+        case "$dir" in "" | /) continue ;; esac
+        # Claude Code: ~/.claude/projects/<the path with every other character a '-'>
+        name=$(printf '%s' "$dir" | sed 's/[^A-Za-z0-9]/-/g')
+        for file in "$HOME/.claude/projects/$name"-*; do
+            [ -e "$file" ] && rm -rf "$file"
+        done
+        # Codex: one log per session, which names its working directory.
+        if [ -d "$HOME/.codex/sessions" ]; then
+            grep -rlF "\"cwd\":\"$dir/" "$HOME/.codex/sessions" 2>/dev/null | xargs -r rm -f
+        fi
+    done < <(ductor_dirs | sort -u)
+    # Gemini: ~/.gemini/tmp/<sha256 of the project directory>
+    if [ -d "$HOME/.gemini/tmp" ]; then
+        while read -r kind dir; do
+            [ "$kind" = state ] || continue
+            for file in "$dir"/*/workspace; do
+                [ -d "$file" ] || continue
+                name=$(printf '%s' "$file" | sha256sum | cut -d' ' -f1)
+                rm -rf "${HOME:?}/.gemini/tmp/$name"
+            done
+        done < <(ductor_dirs | sort -u)
+    fi
 }
 
 purge_data() {
-    local dirs
-    # Ask the library where the data lives, before the venv goes.
-    if [ -x "$VENV/bin/python" ]; then
-        dirs=$("$VENV/bin/python" - "$MODE" <<'PY'
-import sys
-from ductor.paths import Mode, resolve
-p = resolve(Mode(sys.argv[1]))
-print("\n".join(str(d) for d in (p.config_dir, p.state_dir, p.cache_dir)))
-PY
-) || dirs=
-        while IFS= read -r dir; do
-            [ -n "$dir" ] && [ "$dir" != / ] && rm -rf "$dir"
-        done <<< "$dirs"
-    fi
+    purge_transcripts
+    remove_dirs config state cache runtime
     rm -rf "$CONF_DIR"
     if [ "$MODE" = system ]; then
         rm -rf /var/lib/ductor /var/cache/ductor
@@ -341,21 +451,50 @@ PY
     fi
 }
 
+# Lingering, if this script turned it on (it was off before): off again. Last, since the
+# user's manager ends with it. $1: 1 if the mark said so (read before the config went).
+purge_lingering() {
+    local user
+    [ "$MODE" = user ] || return 0
+    user=$(id -un)
+    [ -e "/var/lib/systemd/linger/$user" ] || return 0
+    if [ "$1" -eq 1 ]; then
+        if loginctl disable-linger "$user" >/dev/null 2>&1; then
+            say "Turned lingering off for $user again (install.sh had turned it on)."
+        else
+            warn "could not turn lingering off: sudo loginctl disable-linger $user"
+        fi
+    else
+        say "Left lingering on for $user: it was on before ductor (loginctl disable-linger $user)."
+    fi
+}
+
 # --- main -------------------------------------------------------------------------------
 
 case "$ACTION" in
     uninstall|purge)
-        [ "$ACTION" = purge ] && purge_data
+        lingering_ours=0
+        [ -e "$LINGER_MARK" ] && lingering_ours=1
         uninstall
-        rm -rf "$DATA_DIR"
-        say "ductor removed."
-        if [ "$ACTION" = uninstall ]; then
-            say "Kept your configuration ($CONF_DIR) and agent data; --purge removes them."
+        if [ "$ACTION" = purge ]; then
+            purge_data
+            rm -rf "$DATA_DIR"
+            say "ductor removed: programs, units, caches, configuration, agent data and the"
+            say "CLIs' transcripts of its chats."
+            say "Left on purpose: the CLIs and their logins (~/.claude, ~/.codex, ~/.gemini),"
+            say "the OS packages install.sh may have added (python3-venv, systemd)."
+            purge_lingering "$lingering_ours"
+        else
+            rm -rf "$DATA_DIR"
+            say "ductor removed: programs, units and caches."
+            say "Kept your configuration ($CONF_DIR), the agents' data and lingering;"
+            say "--purge removes them."
         fi
         exit 0
         ;;
 esac
 
+check_foreign_programs
 ensure_os_packages
 rm -f "$MANIFEST.new"
 mkdir -p "$DATA_DIR"
@@ -378,7 +517,9 @@ if [ "$MODE" = user ]; then
     esac
 fi
 if [ "$RUN_INIT" -eq 1 ]; then
-    exec "$BIN_DIR/ductor" "${SCOPE[@]}" init "${INIT_ARGS[@]}"
+    # --start: turned on at once where a service manager runs; it says how to talk to
+    # the bot and how to watch its logs.
+    exec "$BIN_DIR/ductor" "${SCOPE[@]}" init --start "${INIT_ARGS[@]}"
 fi
 say "Next: create your first agent with"
 say "  $BIN_DIR/ductor ${SCOPE[*]} init"

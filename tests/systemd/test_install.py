@@ -90,16 +90,49 @@ def test_install_again_upgrades_in_place_and_keeps_the_users_config(installed: A
     assert "# my own note" in sh(installed, f"cat {CONFIG}/ductor.toml").stdout
 
 
+# What the README's first command printed (the agent fixture runs it).
+FIRST_COMMAND: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def agent(installed: Any) -> Any:
     # The README's first command: install (again: an upgrade) and create the agent.
-    sh(
+    FIRST_COMMAND["stdout"] = sh(
         installed,
         f"{SRC}/install.sh --init main --non-interactive --user-id 42 --timezone Europe/Berlin"
         " --telegram-token-file -",
         input=TOKEN + "\n",
-    )
+    ).stdout
     return installed
+
+
+def test_the_package_is_installed_by_pip_from_pyproject_with_its_commands(
+    installed: Any,
+) -> None:
+    venv = "~/.local/share/ductor/venv"
+    shown = sh(installed, f"{venv}/bin/python -m pip show ductor").stdout
+    assert "Name: ductor" in shown
+    assert sh(installed, f"{venv}/bin/ductor --version").stdout.startswith("ductor ")
+    # pip built it from a copy: the checkout gets no build/ or egg-info
+    assert sh(installed, f"ls -d {SRC}/build {SRC}/lib/*.egg-info", check=False).returncode != 0
+
+
+def test_the_first_command_starts_the_agent_and_says_how_to_talk_to_it_and_watch_it(
+    agent: Any,
+) -> None:
+    out = FIRST_COMMAND["stdout"]
+    assert "Started ductor@main.target." in out
+    assert "ductor logs main -f" in out and "ductor chat main" in out
+    assert "write to your bot in Telegram" in out
+    agent.wait_until(
+        lambda: (
+            (
+                sh(agent, "systemctl --user is-active ductor-agent@main.socket", check=False).stdout
+            ).strip()
+            == "active"
+        ),
+        timeout=30,
+    )
 
 
 def test_init_writes_config_and_a_private_token_and_enables_the_target(agent: Any) -> None:
@@ -181,6 +214,23 @@ def test_logs_shows_the_agents_units(agent: Any) -> None:
     assert "ductor-reload" in out or "ductor agent main" in out
 
 
+def test_install_stops_rather_than_replace_another_program_called_ductor(agent: Any) -> None:
+    foreign = "#!/bin/sh\necho 'the original ductor'\n"
+    sh(agent, "mv ~/.local/bin/ductor ~/ductor.ours")
+    try:
+        sh(agent, f"cat > ~/.local/bin/ductor <<'EOF'\n{foreign}EOF\nchmod +x ~/.local/bin/ductor")
+        refused = sh(agent, f"{SRC}/install.sh", check=False)
+        assert refused.returncode == 1
+        assert "another program by that name" in refused.stderr
+        assert "--force" in refused.stderr
+        assert sh(agent, "~/.local/bin/ductor").stdout.strip() == "the original ductor"
+        forced = sh(agent, f"{SRC}/install.sh --force")
+        assert "replacing" in forced.stderr
+        assert sh(agent, "ductor --version").stdout.startswith("ductor ")
+    finally:
+        sh(agent, "rm -f ~/ductor.ours")
+
+
 def test_uninstall_removes_programs_and_units_but_keeps_config(agent: Any) -> None:
     sh(agent, f"{SRC}/install.sh --uninstall")
     assert sh(agent, "test -e ~/.local/bin/ductor", check=False).returncode == 1
@@ -241,3 +291,45 @@ def test_system_purge_removes_programs_units_config_state_and_the_account(instal
     assert sh(installed, "id ductor", user=False, check=False).returncode != 0
     # the user installation is untouched
     assert sh(installed, "ductor --version").returncode == 0
+
+
+def test_uninstall_then_purge_leave_nothing_of_ductor_behind(installed: Any) -> None:
+    where = "ls -d ~/.config/ductor/main/workspace ~/.local/state/ductor/main/workspace"
+    workspace = sh(installed, f"{where} 2>/dev/null", check=False).stdout.split()[0]
+    transcripts = "~/.claude/projects/" + "".join(c if c.isalnum() else "-" for c in workspace)
+    sh(installed, "systemctl --user start ductor@main.target")
+    sh(installed, "ductor cron add main daily --schedule '0 8 * * *' --prompt hi")
+    sh(installed, f"mkdir -p {transcripts} ~/.cache/ductor/models && touch {transcripts}/a.jsonl")
+    wants = f"ls {UNIT_DIR}/*.wants/ 2>/dev/null | grep ductor"
+    assert "ductor-cron@main:daily.timer" in sh(installed, wants).stdout
+
+    removed = sh(installed, f"{SRC}/install.sh --uninstall").stdout
+    assert "Kept your configuration" in removed
+    assert sh(installed, wants, check=False).stdout == ""  # no link to a unit that is gone
+    listed = sh(installed, "systemctl --user list-units --all --plain --no-legend 'ductor*'")
+    assert listed.stdout.strip() == ""  # nothing not-found, failed or left running
+    assert sh(installed, "ls -d /run/user/0/ductor ~/.cache/ductor", check=False).stdout == ""
+    assert sh(installed, f"test -e {CONFIG}/agents/main.toml").returncode == 0
+
+    since = sh(installed, "date +%s").stdout.strip()
+    sh(installed, f"{SRC}/install.sh")  # the agent comes back with its config; then purge
+    sh(installed, "systemctl --user start ductor@main.target")
+    purged = sh(installed, f"{SRC}/install.sh --purge").stdout
+    assert "Left on purpose" in purged
+    assert "Turned lingering off" in purged  # install.sh had turned it on
+    for path in (CONFIG, "~/.local/share/ductor", "~/.local/state/ductor", "~/.cache/ductor"):
+        assert sh(installed, f"test -e {path}", check=False).returncode == 1, path
+    assert sh(installed, f"test -e {transcripts}", check=False).returncode == 1
+    assert sh(installed, "test -e /var/lib/systemd/linger/root", check=False).returncode == 1
+    assert sh(installed, f"{wants}", check=False).stdout == ""
+    # deleting the config triggered no reload that failed (the .path units went first)
+    journal = installed.run(
+        ["journalctl", "--no-pager", "-o", "cat", f"--since=@{since}"], check=False
+    ).stdout
+    assert not [line for line in journal.splitlines() if "ductor-reload@" in line and "ail" in line]
+
+    # and a purge after an uninstall still finds the cache and config (no venv to ask)
+    sh(installed, "mkdir -p ~/.cache/ductor/x ~/.config/ductor/agents")
+    sh(installed, f"{SRC}/install.sh --purge")
+    assert sh(installed, "ls -d ~/.cache/ductor ~/.config/ductor", check=False).stdout == ""
+    sh(installed, f"{SRC}/install.sh")  # the modules after this one find ductor installed

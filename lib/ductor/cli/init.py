@@ -18,7 +18,7 @@ from ductor.cli.context import Context
 from ductor.clipath import PROVIDER_COMMANDS, find_cli
 from ductor.errors import CommandError, UsageError
 from ductor.log import register_secret
-from ductor.paths import validate_agent_name
+from ductor.paths import Mode, validate_agent_name
 from ductor.providers import models
 
 TOKEN_FORMAT = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
@@ -127,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_name: str | None) 
         help="never ask; fail with the list of missing values instead",
     )
     parser.add_argument("--no-enable", action="store_true", help="do not enable ductor@NAME.target")
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="also start the agent now (when a service manager runs)",
+    )
 
 
 def _ids(values: list[str] | None, what: str) -> tuple[int, ...]:
@@ -386,11 +391,14 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    started = args.start and _start(ctx, name)
     flag = " ".join(ctx.manager.scope)
-    steps = [
-        (f"systemctl {flag} start {agents.target(name)}", "turn the agent on"),
-        (f"ductor status {name}", "see its units"),
-        ("ductor doctor", "check the CLIs, config and units"),
+    system = "" if ctx.mode is Mode.USER else " --system"
+    steps = [] if started else [(f"systemctl {flag} start {agents.target(name)}", "turn it on")]
+    steps += [
+        (f"ductor{system} doctor", "check the CLIs (installed, logged in), config and units"),
+        (f"ductor{system} logs {name} -f", "watch it work"),
+        (f"ductor{system} chat {name}", "talk to it from this terminal"),
     ]
     width = max(len(command) for command, _ in steps)
     print("\nNext:")
@@ -400,8 +408,25 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         "in Telegram" if t == "telegram" else "in Matrix (invite it to a direct chat)"
         for t in transports
     )
-    print(f"  then write to your bot {places}.")
+    print(f"  and write to your bot {places}.")
     return 0
+
+
+def _start(ctx: Context, name: str) -> bool:
+    """Start the agent's target without waiting for it; False (and why) when no service
+    manager runs here."""
+    problem = ctx.manager.problem()
+    if problem is not None:
+        print(f"\nNot started: {problem}.")
+        return False
+    try:
+        agents.sync_target(ctx.paths, ctx.manager, name)
+        ctx.manager.systemctl("start", "--no-block", agents.target(name))
+    except CommandError as exc:
+        print(f"\nCould not start {agents.target(name)}: {exc}", file=sys.stderr)
+        return False
+    print(f"\nStarted {agents.target(name)}.")
+    return True
 
 
 class _MatrixAnswers:
