@@ -457,3 +457,11 @@ def test_a_queued_event_says_why_it_waits_and_an_old_one_without_reason_still_re
     assert Events.queued("r1", 1, "q-8", "tg:1").get_str("reason") == "session_busy"
     old = decode_event(b'{"v":1,"event":"queued","id":"r1","position":1,"entry":"q"}\n')
     assert old.get_str("reason") == ""
+
+
+def test_a_topic_name_goes_over_the_wire_with_the_request() -> None:
+    sent = Request(RequestType.MESSAGE, "m1", session="tg:-100123:7", text="hi", topic_name="Ops")
+    line = json.loads(sent.encode())
+    assert line["topic_name"] == "Ops"
+    assert Request.from_dict(line).topic_name == "Ops"
+    assert "topic_name" not in json.loads(Request(RequestType.HEALTH, "h1").encode())

@@ -163,3 +163,18 @@ def test_a_blank_topic_name_is_not_learned() -> None:
     topics.learn(-100, 7, "  ")
     assert topics.name(-100, 7) == "Topic #7"
     assert topics.find(-100, "") is None
+
+
+def test_learned_topic_names_are_kept_in_the_state_directory(tmp_path: Path) -> None:
+    TopicNames(tmp_path).learn(-100, 7, "Ops")
+    again = TopicNames(tmp_path)
+    assert again.known(-100, 7) == "Ops"
+    assert again.known(-100, 8) == "" and again.known(-100, None) == ""
+
+
+def test_an_unreadable_topic_names_file_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "topic_names.json").write_text("{not json")
+    topics = TopicNames(tmp_path)
+    assert len(topics) == 0
+    topics.learn(-100, 7, "Ops")
+    assert TopicNames(tmp_path).known(-100, 7) == "Ops"

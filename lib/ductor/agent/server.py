@@ -203,6 +203,8 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
         conn.send(Events.error(request.id, ErrorCode.SHUTTING_DOWN, "the agent is restarting"))
         return
     kind = request.type
+    if request.topic_name and request.session:
+        agent.sessions.set_topic_name(request.session, request.topic_name)  # for /status
     if kind is RequestType.ACK:
         agent.acknowledge(request.entry)
     elif kind in (RequestType.MESSAGE, RequestType.COMMAND):

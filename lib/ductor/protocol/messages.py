@@ -294,6 +294,7 @@ class Request:
     sender: str = ""
     chat_is_private: bool | None = None
     message_id: str = ""
+    topic_name: str = ""  # the forum topic's name, where the transport knows it
 
     def __post_init__(self) -> None:
         if not is_request_id(self.id):
@@ -345,7 +346,16 @@ class Request:
         out: dict[str, object] = {"v": PROTOCOL_VERSION, "type": str(self.type), "id": self.id}
         if self.session is not None:
             out["session"] = self.session
-        for key in ("text", "quoted", "data", "entry", "origin", "sender", "message_id"):
+        for key in (
+            "text",
+            "quoted",
+            "data",
+            "entry",
+            "origin",
+            "sender",
+            "message_id",
+            "topic_name",
+        ):
             value = getattr(self, key)
             if value:
                 out[key] = value
@@ -414,6 +424,7 @@ class Request:
             sender=fields.string("sender"),
             chat_is_private=fields.optional_bool("chat_is_private"),
             message_id=fields.id_text("message_id"),
+            topic_name=fields.string("topic_name"),
         )
 
 

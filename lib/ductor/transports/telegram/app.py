@@ -136,7 +136,7 @@ class TelegramTransport:
         self.offset = Offset(state / "offset.json").load()
         self.chats = ChatActivity(state)
         self.inflight = InflightTurns(state)  # what the chat shows of unfinished turns
-        self.topics = TopicNames()
+        self.topics = TopicNames(state)  # learned names survive a restart
         self.socket = paths.agent_socket(name)
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -431,6 +431,7 @@ class TelegramTransport:
             "user": user,
             "message_id": str(incoming.message_id) if incoming.message_id else "",
             "chat_is_private": incoming.chat_is_private,
+            "topic_name": self.topics.known(incoming.chat_id, incoming.thread_id),
         }
         if incoming.action is Action.ABORT:
             # The words go along: with nothing to stop, the agent takes them as a message.
@@ -472,6 +473,7 @@ class TelegramTransport:
                 if attachment.kind == "photo" or (attachment.mime_type or "").startswith("image/"):
                     target = await asyncio.to_thread(media.process_image, target, self.config.image)
                 saved.append(target)
+                self.index_file(target, attachment.kind)
             except (DuctorError, telegram.error.TelegramError, OSError) as exc:
                 log.warning(
                     "could not save a %s from chat %s: %s", attachment.kind, incoming.chat_id, exc
@@ -484,6 +486,14 @@ class TelegramTransport:
                         reply_to=incoming.message_id or None,
                     )
         return saved
+
+    def index_file(self, path: Path, kind: str) -> None:
+        """List a received file in ``telegram_files/_index.json``, which the agent reads;
+        the file itself is there already, so a failure here only costs the listing."""
+        try:
+            media.update_index(media.files_root(self.workspace), path, kind, path.stat().st_size)
+        except (OSError, ValueError) as exc:
+            log.warning("could not list %s in the files index: %s", path, exc)
 
     async def answer_callback(self, incoming: Incoming) -> None:
         with contextlib.suppress(telegram.error.TelegramError):
