@@ -194,6 +194,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("name", nargs="?")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(handler=doctor.run)
+    if wanted("migrate", text := "bring a ~/.ductor of the original ductor across"):
+        from ductor.migrate import command as migrate
+
+        p = sub.add_parser("migrate", help=text, description="See docs/migrate.md.")
+        migrate.add_arguments(p)
+        p.set_defaults(handler=migrate.run)
     return parser
 
 
