@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from tests.matrix.conftest import MatrixUsers
@@ -200,3 +201,69 @@ def test_an_images_caption_reaches_the_prompt_with_the_image(
     prompt = str(run["stdin"])
     assert prompt.startswith("what colour is this cat?")
     assert "matrix_files" in prompt and "[INCOMING FILE]" in prompt
+
+
+def bot_events(bot: Bot, room: str) -> list[dict[str, Any]]:
+    events = bot.synapse.messages(bot.users.alice.access_token, room, limit=500)
+    return [e for e in reversed(events) if e["sender"] == bot.users.bot.user_id]
+
+
+def queue_notices(bot: Bot, room: str) -> list[dict[str, Any]]:
+    """The bot's queue notices (not their edits), redacted ones included."""
+    return [
+        e
+        for e in bot_events(bot, room)
+        if e["type"] == "m.room.message"
+        and e["content"].get("msgtype", "m.notice") == "m.notice"
+        and "m.new_content" not in e["content"]
+        and (not e["content"] or "in queue" in e["content"].get("body", ""))
+    ]
+
+
+def test_a_burst_of_queued_messages_gets_one_notice_edited_in_place_and_one_cancel(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_SCENARIO="claude-interrupt-partial")  # the first turn waits
+    room = bot.dm()
+    alice = matrix_users.alice
+    for n in range(30):
+        synapse.send_text(alice.access_token, room, f"quick message {n}")
+
+    def edited_to(count: int) -> bool:
+        return any(
+            f"{count} waiting" in e["content"].get("m.new_content", {}).get("body", "")
+            for e in bot_events(bot, room)
+        )
+
+    eventually(lambda: edited_to(29), 30, bot.transport)
+    (notice,) = queue_notices(bot, room)
+    synapse.react(alice.access_token, room, notice["event_id"], "1️⃣")
+    eventually(lambda: "[29 messages cancelled.]" in bot.bodies(room), 20, bot.transport)
+    eventually(lambda: not queue_notices(bot, room)[0]["content"], 20, bot.transport)  # removed
+    synapse.send_text(alice.access_token, room, "!stop")
+    eventually(lambda: any("Agent Stopped" in b for b in bot.bodies(room)), 20, bot.transport)
+    time.sleep(1.0)
+    events = bot_events(bot, room)
+    kinds = [e["type"] for e in events]
+    edits = [e for e in events if "m.new_content" in e.get("content", {})]
+    assert len(queue_notices(bot, room)) == 1
+    assert kinds.count("m.reaction") == 1 and kinds.count("m.room.redaction") == 1
+    assert len(edits) <= 10, [e["content"]["m.new_content"]["body"] for e in edits]
+    # the join, the notice, its reaction, a few edits, "cancelled", the stopped partial
+    # answer, "Agent Stopped", the redaction: not 30 x (notice, reaction, redaction)
+    assert len(events) <= 18, kinds
+
+
+def test_a_queue_notice_left_by_a_killed_transport_is_removed_at_its_restart(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for(FAKECLI_SCENARIO="claude-interrupt-partial")  # the first turn waits
+    room = bot.dm()
+    alice = matrix_users.alice
+    synapse.send_text(alice.access_token, room, "first")
+    synapse.send_text(alice.access_token, room, "second")
+    eventually(lambda: queue_notices(bot, room), 20, bot.transport)
+    bot.transport.stop(signal.SIGKILL)
+    bot.transport.start()
+    eventually(lambda: not queue_notices(bot, room)[0]["content"], 20, bot.transport)
+    assert len(queue_notices(bot, room)) == 1

@@ -31,7 +31,7 @@ from ductor.errors import ConfigError, DuctorError
 from ductor.notify import Notifier
 from ductor.paths import Paths
 from ductor.protocol import Event, EventType, Request, RequestType, new_request_id
-from ductor.protocol.aclient import AsyncExchange
+from ductor.protocol.aclient import AsyncExchange, open_exchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
 from ductor.transports.intake import Intake
@@ -44,6 +44,7 @@ from ductor.transports.matrix.ingress import (
     unknown_command,
 )
 from ductor.transports.matrix.outbox import MatrixOutbox
+from ductor.transports.matrix.queuenotice import CANCEL_ALL, QueueNotices
 from ductor.transports.matrix.richtext import TooLarge
 from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
 from ductor.transports.matrix.segments import (
@@ -130,6 +131,13 @@ class MatrixTransport:
         self.workspace = paths.workspace(name)
         self.tasks: set[asyncio.Task[None]] = set()
         self.room_turns: dict[str, set[asyncio.Task[None]]] = {}  # answers being shown
+        self.queue_notices = QueueNotices(
+            self.state_dir / "queue_notices.json",
+            send=self.send_queue_notice,
+            edit=self.edit_notice,
+            redact=self.redact,
+            offer_cancel=self.offer_cancel,
+        )
         # The intake of sync batches (sync_loop): where the next sync starts, the events
         # numbered so far, each fetched batch's first number after it with its token, and
         # the handled events of batches the saved token has not passed yet.
@@ -363,6 +371,7 @@ class MatrixTransport:
         """The outbox waits for the first sync: before it, every room looks unknown and an
         envelope would go to the fallback (or fail) instead of its room."""
         await self.rooms_known.wait()
+        await self.queue_notices.clean_up()
         await drain.run(stop)
 
     async def sync_loop(self, stop: asyncio.Event) -> None:
@@ -627,6 +636,9 @@ class MatrixTransport:
             Action.UNKNOWN_COMMAND,
         ) and await self.local_command(incoming):
             return
+        if incoming.action is Action.BUTTON and incoming.data == CANCEL_ALL:
+            await self.cancel_queued(incoming)
+            return
         # A message shows "typing…" from the moment it is taken in (downloads, a busy
         # agent) until its answer is shown; follow releases it.
         held = incoming.action is Action.MESSAGE
@@ -785,7 +797,7 @@ class MatrixTransport:
         await self.mark_seen(incoming)
         self.typing.hold(room)
         typing = True
-        indicator = ""
+        entry = ""  # this message's place in the agent's queue, while it waits
         try:
             event: Event | None = first
             while event is not None:
@@ -796,17 +808,19 @@ class MatrixTransport:
                     await self.show_final(incoming, stream, event)
                     await self.ack(exchange, event)
                 elif event.type is EventType.ERROR:
-                    if indicator and event.get_str("kind") in ("discarded", "cancelled"):
+                    if entry and event.get_str("kind") in ("discarded", "cancelled"):
                         # The !stop or the cancel press answers for itself.
-                        await self.redact(room, indicator)
-                        indicator = ""
+                        self.queue_notices.done(room, entry)
+                        entry = ""
                     else:
                         await stream.fail(event)
                 elif event.type is EventType.QUEUED:
-                    indicator = await self.show_queued(incoming, event)
+                    entry = event.get_str("entry")
+                    words = event.get_str("text")
+                    await self.queue_notices.queued(room, incoming.event_id, entry, words)
                 elif event.type is EventType.ACCEPTED:
-                    await self.redact(room, indicator)
-                    indicator = ""
+                    self.queue_notices.done(room, entry)
+                    entry = ""
                 else:
                     await stream.on_event(event)
                 event = await exchange.next_event()
@@ -814,23 +828,52 @@ class MatrixTransport:
             if typing:
                 self.typing.release(room)
 
-    async def show_queued(self, incoming: Incoming, event: Event) -> str:
-        """ "[Message in queue...]" under the message, with one button: react 1️⃣ to
-        cancel it (a typed number does not: that is for the answer's own buttons)."""
-        position = event.get_int("position") or 1
-        label = "Cancel message"
-        data = f"mq:{event.get_str('entry')}"
-        body = f"[Message in queue (position {position})...] 1️⃣ {label}"
-        html = f"<i>[Message in queue (position {position})...]</i><br>1️⃣ {label}"
-        try:
-            indicator = await self.send_html(
-                incoming.room_id, body, html, reply_to=incoming.event_id, notice=True
+    # -- the queue notice (queuenotice.py) ---------------------------------------------------
+
+    async def send_queue_notice(self, room: str, body: str, html: str, reply_to: str) -> str:
+        return await self.send_html(room, body, html, reply_to=reply_to, notice=True)
+
+    async def edit_notice(self, room: str, event_id: str, body: str, html: str) -> None:
+        new = {"msgtype": "m.notice", "body": body}
+        new |= {"format": "org.matrix.custom.html", "formatted_body": html}
+        content = {
+            **{k: f"* {v}" if k in ("body", "formatted_body") else v for k, v in new.items()},
+            "m.new_content": new,
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+        }
+        await self.send_event(room, "m.room.message", content)
+
+    async def offer_cancel(self, room: str, event_id: str) -> None:
+        """The notice's one button (a reaction only: a typed 1 is for an answer's own)."""
+        await self.offer_buttons(room, event_id, [("Cancel", CANCEL_ALL)], typed=False)
+
+    async def cancel_queued(self, incoming: Incoming) -> None:
+        """The queue notice's 1️⃣: every message still waiting in the room is cancelled."""
+        cancelled = 0
+        for entry in self.queue_notices.waiting(incoming.room_id):
+            request = Request(
+                type=RequestType.CANCEL,
+                id=new_request_id(),
+                session=incoming.session,
+                user=protocol.User(id=incoming.sender, name=incoming.sender),
+                entry=entry,
             )
-        except (DuctorError, *NETWORK_ERRORS) as exc:
-            log.info("could not show the queue indicator in %s: %s", incoming.room_id, exc)
-            return ""
-        await self.offer_buttons(incoming.room_id, indicator, [(label, data)], typed=False)
-        return indicator
+            try:
+                async with await open_exchange(self.socket, request) as exchange:
+                    answer = await exchange.next_event()
+            except (DuctorError, OSError, ConnectionError) as exc:
+                log.warning("could not cancel a queued message in %s: %s", incoming.room_id, exc)
+                continue
+            if answer is not None and answer.type is EventType.FINAL:
+                cancelled += 1
+        if cancelled:
+            text = (
+                "[Message cancelled.]" if cancelled == 1 else f"[{cancelled} messages cancelled.]"
+            )
+        else:
+            text = "Nothing is waiting any more."
+        with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+            await self.send_markdown(incoming.room_id, text)
 
     async def redact(self, room: str, event_id: str) -> None:
         if not event_id:
