@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install, upgrade or remove ductor. Idempotent: run it again to upgrade.
 #
-#   ./install.sh                  user mode: ~/.local/share/ductor, ~/.local/bin, user units
+#   ./install.sh [--user]         user mode: ~/.local/share/ductor, ~/.local/bin, user units
 #   ./install.sh --system         system mode: /opt/ductor, /usr/local/bin, account 'ductor'
 #   ./install.sh --dev            also install the test and lint tools into the venv
 #   ./install.sh --init [ARGS]    then create an agent (`ductor init ARGS`, e.g. --init main

@@ -33,3 +33,16 @@ def test_install_sh_installs_the_package_with_pip_from_pyproject() -> None:
     script = (REPO / "install.sh").read_text()
     assert '"$SRC/pyproject.toml"' in script
     assert 'cp -R "$SRC/lib/ductor"' not in script  # no copy around pip
+
+
+def test_install_sh_help_names_every_option_it_takes() -> None:
+    import subprocess
+
+    script = (REPO / "install.sh").read_text()
+    taken = set(re.findall(r"^\s+(--[a-z-]+)(?:\|[^)]*)?\)", script, re.M))
+    shown = subprocess.run(
+        [str(REPO / "install.sh"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert {"--no-hardening", "--force", "--purge"} <= taken
+    missing = sorted(o for o in taken if not re.search(re.escape(o) + r"(?![\w-])", shown))
+    assert not missing, f"install.sh --help does not mention {missing}"

@@ -168,6 +168,14 @@ def test_status_lists_the_agents_units_from_systemctl_show(agent: Any) -> None:
     assert "ductor@main.target" in table and "active" in table
 
 
+def test_ductor_alone_shows_the_running_agent_and_how_to_talk_to_it(agent: Any) -> None:
+    sh(agent, "systemctl --user start ductor@main.target")
+    out = sh(agent, "ductor").stdout
+    row = next(line for line in out.splitlines() if line.startswith("main "))
+    assert row.split()[1:3] == ["active", "enabled"]
+    assert "ductor chat main" in out and "ductor logs main -f" in out
+
+
 def test_doctor_reports_the_missing_cli_with_a_fix_instead_of_crashing(agent: Any) -> None:
     result = sh(agent, "ductor doctor --json", check=False)
     assert result.returncode == 1, result.stderr
