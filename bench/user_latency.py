@@ -46,7 +46,8 @@ Metrics (medians; "pooled" and per-pair differences are both printed):
   idle (``--idle-exit``, 600 s): "once the agent exited" is what stays, the transport.
 - ``ductor chat`` round trip: ``bin/ductor chat NAME -m ...`` from spawn to exit, minus a
   turn of the same session through the protocol client (the agent's own answer), paired
-  and alternating. Budget: ≤ +100 ms.
+  and alternating. Budget: ≤ +100 ms. Beside it the CPU the command itself used (from
+  ``wait4``): on a loaded machine the wall time also counts the waits for a free core.
 
 Writes the table as text on stdout and as JSON (``--json``, default
 ``bench-results/user_latency.json`` under the current directory); ``--compare`` prints a
@@ -157,7 +158,7 @@ class StubClock:
                 elif name == "message_stop":
                     clock.stops.append(now)
 
-        anthropic_api._Handler._event = event  # type: ignore[method-assign]
+        anthropic_api._Handler._event = event  # type: ignore[method-assign,assignment]
         record = AnthropicStub._record
 
         def recorded(stub: AnthropicStub, method: str, path: str, body: Any) -> Any:
@@ -166,7 +167,7 @@ class StubClock:
                     clock.requests.append(time.monotonic())
             return record(stub, method, path, body)
 
-        AnthropicStub._record = recorded  # type: ignore[method-assign]
+        AnthropicStub._record = recorded  # type: ignore[method-assign,assignment]
 
         def answer(body: Any, behaviour: Any, message_id: str) -> list[dict[str, Any]]:
             return [{"type": "text", "text": ANSWER}]
@@ -569,22 +570,30 @@ def measure_chat(agent: RealClaudeAgent, runs: int) -> dict[str, Any]:
     argv = [sys.executable, str(REPO / "bin" / "ductor"), "chat", AGENT]
     argv += ["--session", session, "-m", "hello"]
     chat_ms: list[float] = []
+    chat_cpu_ms: list[float] = []
     direct_ms: list[float] = []
 
     def via_chat() -> None:
         started = time.monotonic()
-        done = subprocess.run(
-            argv, env=agent.env, capture_output=True, timeout=TIMEOUT_S, check=False
+        proc = subprocess.Popen(
+            argv, env=agent.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
         )
+        assert proc.stdout is not None
+        with proc.stdout:
+            out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # its own CPU, whatever the load
+        proc.returncode = os.waitstatus_to_exitcode(status)
         chat_ms.append((time.monotonic() - started) * 1000)
-        if done.returncode != 0 or ANSWER.encode() not in done.stdout:
-            raise Failure(f"ductor chat exited {done.returncode}: {done.stderr.decode()[-500:]}")
+        chat_cpu_ms.append((usage.ru_utime + usage.ru_stime) * 1000)
+        if proc.returncode != 0 or ANSWER.encode() not in out:
+            raise Failure(f"ductor chat exited {proc.returncode}: {out.decode()[-500:]}")
 
     def direct() -> None:
         direct_ms.append(agent_turn(agent, "hello", session).final_ms)
 
     via_chat()  # a first turn creates the session; both then resume it
     chat_ms.clear()
+    chat_cpu_ms.clear()
     for n in range(runs):
         for step in (via_chat, direct) if n % 2 == 0 else (direct, via_chat):
             step()
@@ -595,6 +604,7 @@ def measure_chat(agent: RealClaudeAgent, runs: int) -> dict[str, Any]:
         "agent_answer_ms": median(direct_ms),
         "chat_over_agent_ms": median(chat_ms) - median(direct_ms),
         "chat_over_agent_paired_ms": median(paired),
+        "chat_cpu_ms": median(chat_cpu_ms),
     }
 
 
@@ -634,6 +644,7 @@ ROWS: list[tuple[str, str, str]] = [  # key, label, unit
     ("agent_answer_ms", "the agent's own answer (protocol)", "ms"),
     ("chat_over_agent_ms", "ductor chat − agent (medians)", "ms"),
     ("chat_over_agent_paired_ms", "ductor chat − agent (paired)", "ms"),
+    ("chat_cpu_ms", "ductor chat -m: its own CPU", "ms"),
 ]
 
 
