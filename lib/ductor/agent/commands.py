@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ductor import __version__, clipath, protocol
-from ductor.agent import cron_selector, selectors
+from ductor.agent import cron_selector, selectors, task_commands
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
 
@@ -45,6 +45,7 @@ HELP = """**Commands**
 /model: choose the model (`/model sonnet` switches directly)
 /effort: choose the reasoning effort for this chat
 /cron: the cron jobs: pause, resume, last runs
+/tasks: background tasks of this chat: cancel, clean up
 /status: session, queue and CLI state
 /memory: show the agent's long-term memory
 /diagnose: versions, config and recent log lines
@@ -280,6 +281,7 @@ COMMANDS: dict[str, Handler] = {
     "/model": cmd_model,
     "/effort": cmd_effort,
     "/cron": cmd_cron,
+    "/tasks": task_commands.cmd_tasks,
     "/memory": cmd_memory,
     "/diagnose": cmd_diagnose,
     "/help": cmd_help,

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ductor import __version__, config, service
-from ductor.agent import workspace
+from ductor.agent import task_commands, workspace
 from ductor.agent.core import Agent
+from ductor.agent.inbox import InboxReader
 from ductor.agent.server import AgentServer
 from ductor.errors import ConfigError, TemporaryError
 from ductor.notify import Notifier
@@ -124,6 +125,8 @@ async def serve(
     server = AgentServer(agent, max_bytes=agent_config.limits.frame_max_bytes)
     await server.start(sock)
     report = agent.recover()
+    # Task results, questions and other injections; upkeep finds lost task runs.
+    inbox = asyncio.create_task(InboxReader(agent, upkeep=task_commands.hub(agent).reconcile).run())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     status_dirty = asyncio.Event()
@@ -182,7 +185,7 @@ async def serve(
     server.close()
     await agent.shutdown()
     discovery.set()
-    for task in (watchdog, publisher):
+    for task in (watchdog, publisher, inbox):
         task.cancel()
     if not activated:
         paths.agent_socket(name).unlink(missing_ok=True)

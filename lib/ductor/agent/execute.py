@@ -143,10 +143,14 @@ def freshness(config: AgentConfig) -> FreshnessPolicy:
     )
 
 
-def identity_for(agent: str, session_key: str) -> ChildIdentity:
+def identity_for(agent: str, session_key: str, socket: str | None = None) -> ChildIdentity:
     key = protocol.parse_session_key(session_key)
     return ChildIdentity(
-        agent_name=agent, chat_id=key.chat, topic_id=key.topic, transport=key.transport
+        agent_name=agent,
+        chat_id=key.chat,
+        topic_id=key.topic,
+        transport=key.transport,
+        socket=socket,
     )
 
 
@@ -317,7 +321,9 @@ class Turn:
             request=request,
             cwd=env.workspace,
             env=env.env,
-            identity=identity_for(env.agent, self.record.session),
+            identity=identity_for(
+                env.agent, self.record.session, str(env.paths.agent_socket(env.agent))
+            ),
             secrets=env.secrets(),
             policy=TimeoutPolicy.from_config(config.timeouts, timeout),
             temp_dir=env.temp_dir,

@@ -22,7 +22,7 @@ import struct
 import time
 
 from ductor import __version__, protocol
-from ductor.agent import commands, cron_selector, selectors
+from ductor.agent import commands, cron_selector, selectors, task_commands
 from ductor.agent.core import Agent
 from ductor.agent.turns import TurnKind
 from ductor.protocol import ErrorCode, Events, ProtocolError, RequestType
@@ -246,6 +246,8 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
         conn.send(Events.final(request.id, **status_fields(server)))
     elif kind is RequestType.HEALTH:
         conn.send(Events.final(request.id, text="ok", agent=agent.name, version=__version__))
+    elif kind is RequestType.TASK:
+        conn.send(await task_commands.handle_request(agent, request))
 
 
 def _submit(
@@ -263,7 +265,8 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
         text = "[Message cancelled.]" if cancelled else "That message is no longer queued."
         conn.send(Events.final(request.id, text=text, command=True))
         return
-    for handle in (selectors.handle_button, cron_selector.handle_button):
+    buttons = (selectors.handle_button, cron_selector.handle_button, task_commands.handle_button)
+    for handle in buttons:
         result = await handle(agent, request)
         if result is not None:
             conn.send(_final(request, result))

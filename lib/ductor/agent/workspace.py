@@ -19,16 +19,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ductor import atomic, clipath
+from ductor.tasks.texts import tool_scripts as task_tool_scripts
 
 log = logging.getLogger(__name__)
 
 RULE_FILES = {"claude": "CLAUDE.md", "codex": "AGENTS.md", "gemini": "GEMINI.md"}
 CRON_TOOLS_DIR = Path("tools") / "cron_tools"
+TASK_TOOLS_DIR = Path("tools") / "task_tools"
 DIRECTORIES = (
     "memory_system",
     "output_to_user",
     "tools",
     str(CRON_TOOLS_DIR),
+    str(TASK_TOOLS_DIR),
     "cron_tasks",
     "tasks",
 )
@@ -106,6 +109,9 @@ mentioning that you did. Never store secrets there.
 - `tools/cron_tools/`: schedule work for later. `cron_add.py`, `cron_list.py`,
   `cron_edit.py`, `cron_remove.py` and `cron_run.py` manage this agent's cron jobs (run
   one without arguments to see how); a job created from a chat reports back to that chat.
+- `tools/task_tools/`: background tasks for long work (`create_task.py`, `list_tasks.py`,
+  `cancel_task.py`, `resume_task.py`, `delete_task.py`; run one without arguments to see
+  how). A task's result comes back into the chat it was created from.
 - `tasks/`: working folders of background tasks.
 - Secrets such as API keys are already in your environment; never print them.
 """
@@ -170,6 +176,7 @@ def ensure_workspace(workspace: Path, *, agent: str, providers: Iterable[str]) -
         if write_if_missing(path, text):
             created.append(path)
     scripts = {CRON_TOOLS_DIR / name: text for name, text in cron_tool_scripts().items()}
+    scripts.update({TASK_TOOLS_DIR / name: text for name, text in task_tool_scripts().items()})
     created += refresh_shipped_scripts(workspace, scripts)
     if created:
         log.info("workspace %s: created %s", workspace, ", ".join(p.name for p in created))

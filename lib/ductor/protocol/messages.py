@@ -44,6 +44,7 @@ class RequestType(StrEnum):
     STATUS = "status"
     HEALTH = "health"
     ACK = "ack"
+    TASK = "task"  # a background-task verb from the workspace's tool scripts
 
 
 class EventType(StrEnum):
@@ -335,6 +336,8 @@ class Request:
             raise _bad("sender", "required for an ask request (the asking agent's name)")
         if kind is RequestType.CANCEL and not self.entry:
             raise _bad("entry", "required for a cancel request (the queued entry's id)")
+        if kind is RequestType.TASK and not self.text:
+            raise _bad("text", "required for a task request (the verb: create, list, ...)")
         if kind is RequestType.ACK and not self.entry:
             raise _bad("entry", "required for an ack request (the turn id of the final event)")
 

@@ -7,7 +7,8 @@ A child sees only what it needs (see docs/providers.md, "Environment"):
 2. the agent's ``.env`` secrets; a name that is also set in the parent environment takes
    the parent's value (the system environment wins over ``.env``);
 3. ``DUCTOR_AGENT_NAME``, ``DUCTOR_CHAT_ID``, ``DUCTOR_TOPIC_ID``, ``DUCTOR_TRANSPORT``,
-   ``DUCTOR_TASK_ID`` where they apply (never taken from the parent or ``.env``);
+   ``DUCTOR_TASK_ID``, ``DUCTOR_AGENT_SOCKET`` where they apply (never taken from the
+   parent or ``.env``);
 4. the provider's own settings (``IS_SANDBOX``, ``GEMINI_CLI_NO_RELAUNCH``, ...).
 
 Whatever the source, the service manager's variables never reach a child: a CLI that
@@ -95,6 +96,7 @@ IDENTITY_NAMES = frozenset(
         "DUCTOR_TOPIC_ID",
         "DUCTOR_TRANSPORT",
         "DUCTOR_TASK_ID",
+        "DUCTOR_AGENT_SOCKET",
     }
 )
 
@@ -108,6 +110,7 @@ class ChildIdentity:
     topic_id: str | int | None = None
     transport: str | None = None  # "tg", "mx", ...
     task_id: str | None = None
+    socket: str | None = None  # the agent's socket, for the task tool scripts
 
     def variables(self) -> dict[str, str]:
         pairs = {
@@ -116,6 +119,7 @@ class ChildIdentity:
             "DUCTOR_TOPIC_ID": self.topic_id,
             "DUCTOR_TRANSPORT": self.transport,
             "DUCTOR_TASK_ID": self.task_id,
+            "DUCTOR_AGENT_SOCKET": self.socket,
         }
         return {name: str(value) for name, value in pairs.items() if value not in (None, "")}
 

@@ -46,6 +46,7 @@ class Kind(StrEnum):
     WEBHOOK = "webhook"
     INTERAGENT = "interagent"
     NOTICE = "notice"  # anything else ductor itself tells the user
+    INJECT = "inject"  # inbox: run payload.metadata["prompt"] in the routed session
 
 
 class ExecutionStatus(StrEnum):
