@@ -267,3 +267,21 @@ def test_a_queue_notice_left_by_a_killed_transport_is_removed_at_its_restart(
     bot.transport.start()
     eventually(lambda: not queue_notices(bot, room)[0]["content"], 20, bot.transport)
     assert len(queue_notices(bot, room)) == 1
+
+
+def test_after_a_reboot_the_owner_hears_the_bot_is_back_and_a_restart_is_silent(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    startup = bot.agent.state / "startup.json"
+    bot.agent.stop()
+    bot.agent.start()  # a restart of the service: nothing to say
+    time.sleep(1.5)
+    assert bot.bodies(room) == []
+    bot.agent.stop()
+    saved = json.loads(startup.read_text())
+    startup.write_text(json.dumps({**saved, "boot_id": "another-boot"}))  # as after a reboot
+    bot.agent.start()
+    (notice,) = bot.wait_bodies(room, 1)
+    assert "Bot Started" in notice and "reboot" in notice

@@ -60,11 +60,11 @@ def test_keys_that_work_are_never_reported(paths: Paths) -> None:
 
 
 def test_a_list_of_targets_counts_as_set_only_when_not_empty(paths: Paths) -> None:
-    write_agent(paths, "[notifications]\nstartup_targets = []\n")
+    write_agent(paths, "[notifications]\nupgrade_targets = []\n")
     assert pending.inert_settings_of(paths, "main") == []
-    write_agent(paths, "[[notifications.startup_targets]]\nchat_id = 5\n")
+    write_agent(paths, "[[notifications.upgrade_targets]]\nchat_id = 5\n")
     assert [s.key for s in pending.inert_settings_of(paths, "main")] == [
-        "notifications.startup_targets"
+        "notifications.upgrade_targets"
     ]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ductor import atomic
+from ductor.agent.startup import startup_envelopes
 from ductor.agent.turns import TurnKind, TurnRecord, TurnState
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class Report:
 
 def recover(agent: Agent) -> Report:
     report = Report(kind=startup_kind(agent.state_dir))
+    for envelope in startup_envelopes(agent.name, agent.config, report.kind):
+        agent.spool.post(envelope)
     parked = {turn_id for turn_id, _ in agent.turns.parked_replies()}
     for turn_id, envelope in agent.turns.parked_replies():
         agent.spool.post(envelope)

@@ -31,7 +31,7 @@ PENDING: dict[str, str] = {
     "webhooks.": "webhooks are not built yet",
     "memory.flush.": "the pre-compaction memory flush is not built yet",
     "memory.compaction.": "memory compaction is not built yet",
-    "notifications.": "start-up and upgrade notices are not built yet",
+    "notifications.upgrade_targets": "upgrade notices are not built yet",
     "transcription.": "the media tools are not built yet",
     "skills.": "skills are not built yet",
     "cron.delivery_retry.": "the spool retries every delivery with its own backoff",
