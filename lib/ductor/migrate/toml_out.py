@@ -37,18 +37,22 @@ def _item(setting: Setting) -> Any:
         array = tomlkit.aot()
         for target in value:
             table = tomlkit.table()
-            for key, item in target.items():
-                table.add(key, item)
+            for key, entry in target.items():
+                table.add(key, entry)
             array.append(table)
         return array
     if setting.key == "project_roots":
         table = tomlkit.table()
-        for key, item in value.items():
-            table.add(key, item)
+        for key, entry in value.items():
+            table.add(key, entry)
         return table
     if isinstance(value, str) and "\n" in value:
-        return tomlkit.string(value, multiline=True)
-    return tomlkit.item(list(value) if isinstance(value, tuple) else value)
+        item: Any = tomlkit.string(value, multiline=True)
+    else:
+        item = tomlkit.item(list(value) if isinstance(value, tuple) else value)
+    if setting.note:
+        item.comment(f"was {setting.note}")
+    return item
 
 
 def render(mapped: MappedConfig, *, agent: str, source: Path) -> str:
@@ -62,8 +66,6 @@ def render(mapped: MappedConfig, *, agent: str, source: Path) -> str:
     nested = [s for s in mapped.settings if s not in top]
     for setting in top:
         doc.add(setting.key, _item(setting))
-        if setting.note:
-            doc[setting.key].comment(f"was {setting.note}")
     for setting in sorted(nested, key=lambda s: s.key.split(".")[:-1]):
         parts = setting.key.split(".")
         if setting.key == "project_roots":
@@ -71,8 +73,6 @@ def render(mapped: MappedConfig, *, agent: str, source: Path) -> str:
             continue
         table: Table = _node(doc, parts[:-1])
         table.add(parts[-1], _item(setting))
-        if setting.note and setting.key not in _TABLE_LISTS:
-            table[parts[-1]].comment(f"was {setting.note}")
     return tomlkit.dumps(doc)
 
 

@@ -1,0 +1,225 @@
+"""``ductor migrate`` on a copy of the fixture home made by the real original."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ductor.agent.sessions import SessionStore
+from ductor.cli.main import main
+from ductor.config import load_files
+from ductor.cron.jobs import JobStore
+from ductor.migrate.cli_sessions import project_slug
+from ductor.units import Manager
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "original-home" / "ductor-home"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's home with the original's ``~/.ductor`` (a copy of the fixture)."""
+    shutil.copytree(FIXTURE, tmp_path / ".ductor", symlinks=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("DUCTOR_HOME", raising=False)
+    # No service manager in unit tests: the timers are synced in the systemd test.
+    monkeypatch.setattr(Manager, "problem", lambda self: "no manager in unit tests")
+    return tmp_path
+
+
+def migrate(home: Path, *args: str) -> int:
+    base = ["--config-dir", str(home / "config"), "--state-dir", str(home / "state")]
+    return main([*base, "migrate", "--from", str(home / ".ductor"), *args])
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.fixture
+def read_only(home: Path) -> Iterator[Path]:
+    source = home / ".ductor"
+    modes = {}
+    for path in [source, *source.rglob("*")]:
+        if not path.is_symlink():
+            modes[path] = stat.S_IMODE(path.stat().st_mode)
+            path.chmod(modes[path] & ~0o222)
+    yield source
+    for path, mode in modes.items():
+        path.chmod(mode | 0o200)
+
+
+def test_a_dry_run_prints_the_plan_and_writes_nothing(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert migrate(home, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing is written" in out
+    assert "agent main" in out and "agent research" in out
+    assert "docker.enabled" in out and "Docker sandbox" in out
+    assert "daily-news: '30 7 * * 1-5' in America/New_York" in out
+    assert "webhooks are not built yet" in out
+    assert "FAKE-fixture" not in out  # no secret is shown
+    assert not (home / "config").exists() and not (home / "state").exists()
+
+
+def test_a_run_writes_agents_that_load_and_leaves_the_original_untouched(
+    home: Path, read_only: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = digest_tree(read_only)
+    assert migrate(home) == 0
+    assert digest_tree(read_only) == before
+    config = load_files([home / "config" / "agents" / "main.toml"])
+    assert config.telegram.allowed_user_ids == (100,)
+    assert config.telegram.allowed_group_ids == (-100200,)
+    research = load_files([home / "config" / "agents" / "research.toml"])
+    assert research.model == "opus"
+    credentials = home / "config" / "credentials"
+    token = credentials / "main" / "telegram-token"
+    assert token.read_text() == "123456:FAKE-fixture-main-token\n"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert (credentials / "research" / "telegram-token").read_text().startswith("654321:")
+    dotenv = (credentials / "main" / ".env").read_text()
+    assert "GITHUB_TOKEN=ghp_FAKEfixture" in dotenv and "GEMINI_API_KEY=AIza" in dotenv
+    assert stat.S_IMODE((credentials / "main" / ".env").stat().st_mode) == 0o600
+    state = home / "state" / "main"
+    store = SessionStore(state / "sessions.json")
+    assert set(store.keys()) == {"tg:100", "tg:-100200:7"}
+    assert set(JobStore(state).load()) == {"daily-news", "weekly-review"}
+    workspace = state / "workspace"
+    assert "Miso" in (workspace / "memory_system" / "MAINMEMORY.md").read_text()
+    assert (workspace / "tools" / "user_tools" / "weather.py").is_file()
+    assert (workspace / "skills" / "haiku" / "SKILL.md").is_file()
+    assert not (workspace / "tools" / "webhook_tools").exists()
+    assert (
+        (workspace / "CLAUDE.md").read_text() != (read_only / "workspace" / "CLAUDE.md").read_text()
+        if (read_only / "workspace" / "CLAUDE.md").exists()
+        else True
+    )
+    news = workspace / "cron_tasks" / "daily-news"
+    assert {p.name for p in news.iterdir()} >= {"TASK.md", "RULES.md", "MEMORY.md"}
+    assert not (news / "CLAUDE.md").exists()
+    chats = json.loads((state / "telegram" / "chat_activity.json").read_text())
+    assert chats["records"]["-100200"]["title"] == "Team forum"
+    aside = state / "migrated-from-ductor-0.20"
+    hooks = aside / "webhooks.json"
+    assert json.loads(hooks.read_text())["hooks"][0]["auth_mode"] == "hmac"
+    assert stat.S_IMODE(hooks.stat().st_mode) == 0o600
+    assert (aside / "named_sessions.json").is_file()
+    assert (home / "state" / "migrate-report.txt").read_text().count("agent main") == 1
+    out = capsys.readouterr().out
+    assert "FAKE-fixture" not in out
+
+
+def test_a_second_run_changes_nothing(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert migrate(home) == 0
+    written = digest_tree(home / "config") | digest_tree(home / "state" / "main")
+    capsys.readouterr()
+    assert migrate(home) == 0
+    out = capsys.readouterr().out
+    assert "main: 0 written" in out and "research: 0 written" in out
+    again = digest_tree(home / "config") | digest_tree(home / "state" / "main")
+    assert again == written
+
+
+def test_a_file_changed_since_the_last_run_is_kept(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert migrate(home) == 0
+    memory = home / "state" / "main" / "workspace" / "memory_system" / "MAINMEMORY.md"
+    memory.write_text("rewritten by the new agent\n")
+    assert migrate(home) == 0
+    assert memory.read_text() == "rewritten by the new agent\n"
+    assert "kept as they were" in capsys.readouterr().out
+
+
+def test_an_existing_agent_of_the_same_name_is_a_conflict_and_is_left_alone(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = home / "config" / "agents" / "main.toml"
+    agent.parent.mkdir(parents=True)
+    agent.write_text('model = "sonnet"\n')
+    assert migrate(home, "--dry-run") == 0
+    assert "CONFLICT" in capsys.readouterr().out
+    assert migrate(home) == 1
+    assert agent.read_text() == 'model = "sonnet"\n'
+    assert not (home / "state" / "main").exists()
+    assert (home / "config" / "agents" / "research.toml").is_file()
+
+
+def test_only_migrates_the_one_agent(home: Path) -> None:
+    assert migrate(home, "--only", "research") == 0
+    assert (home / "config" / "agents" / "research.toml").is_file()
+    assert not (home / "config" / "agents" / "main.toml").exists()
+    assert migrate(home, "--only", "nobody") == 2
+
+
+def test_it_refuses_while_the_original_runs(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A process whose command line names ductor, as the original's does.
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "ductor"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
+        while b"ductor" not in cmdline.read_bytes():  # until the exec is done
+            time.sleep(0.01)
+        (home / ".ductor" / "bot.pid").write_text(f"{sleeper.pid}\n")
+        assert migrate(home) == 75
+        err = capsys.readouterr().err
+        assert f"pid {sleeper.pid}" in err and "ductor stop" in err
+        assert not (home / "config").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert migrate(home, "--dry-run") == 0  # a stale pid file does not block
+
+
+def test_a_corrupt_state_file_is_reported_and_the_rest_migrates(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home / ".ductor" / "sessions.json").write_text('{"tg:100": {"provider": "claude",')
+    assert migrate(home) == 0
+    out = capsys.readouterr().out
+    assert "sessions.json: invalid JSON at line 1" in out
+    assert not (home / "state" / "main" / "sessions.json").exists()
+    assert (home / "state" / "main" / "cron_jobs.toml").is_file()
+
+
+def test_claude_session_files_move_to_the_new_workspaces_project(home: Path) -> None:
+    old = home / ".ductor" / "workspace"
+    project = home / ".claude" / "projects" / project_slug(old)
+    project.mkdir(parents=True)
+    sid = "11111111-1111-4111-8111-111111111111"
+    (project / f"{sid}.jsonl").write_text('{"type":"user"}\n')
+    (project / sid / "tool-results").mkdir(parents=True)
+    (project / sid / "tool-results" / "a.txt").write_text("result")
+    # A topic that ran in a project root: found by its id in another project.
+    other = home / ".claude" / "projects" / "-home-u-projects-docs"
+    other.mkdir(parents=True)
+    (other / "22222222-2222-4222-8222-222222222222.jsonl").write_text("{}\n")
+    assert migrate(home) == 0
+    new = home / ".claude" / "projects" / project_slug(home / "state" / "main" / "workspace")
+    assert (new / f"{sid}.jsonl").read_text() == '{"type":"user"}\n'
+    assert (new / sid / "tool-results" / "a.txt").read_text() == "result"
+    assert (new / "22222222-2222-4222-8222-222222222222.jsonl").is_file()
+    assert (project / f"{sid}.jsonl").is_file()  # the original's copy stays
+
+
+def test_the_claude_project_slug_replaces_every_non_alphanumeric_character() -> None:
+    assert project_slug(Path("/home/u/.ductor/workspace")) == "-home-u--ductor-workspace"
+    assert os.sep == "/"
