@@ -223,3 +223,95 @@ def test_claude_session_files_move_to_the_new_workspaces_project(home: Path) -> 
 def test_the_claude_project_slug_replaces_every_non_alphanumeric_character() -> None:
     assert project_slug(Path("/home/u/.ductor/workspace")) == "-home-u--ductor-workspace"
     assert os.sep == "/"
+
+
+def add_matrix_sub_agent(home: Path) -> None:
+    """A hand-made edge case: a Matrix sub-agent with overrides, its login, a room."""
+    root = home / ".ductor"
+    entries = json.loads((root / "agents.json").read_text())
+    entries.append(
+        {
+            "name": "ops",
+            "transport": "matrix",
+            "matrix": {
+                "homeserver": "https://matrix.example.org",
+                "user_id": "@ops-bot:example.org",
+                "allowed_users": ["@me:example.org"],
+                "allowed_rooms": ["!ops:example.org"],
+            },
+            "model": "haiku",
+            "streaming": {"enabled": False},
+            "favourite_colour": "green",
+        }
+    )
+    (root / "agents.json").write_text(json.dumps(entries))
+    store = root / "agents" / "ops" / "matrix_store"
+    store.mkdir(parents=True)
+    (store / "room_id_map.json").write_text('{"!ops:example.org": 42}')
+    (store / "credentials.json").write_text(
+        '{"user_id": "@ops-bot:example.org", "device_id": "OPSDEV", "access_token": "syt_ops"}'
+    )
+    now = "2026-12-01T10:00:00+00:00"
+    (root / "agents" / "ops" / "sessions.json").write_text(
+        json.dumps(
+            {
+                "mx:42": {
+                    "transport": "mx",
+                    "chat_id": 42,
+                    "provider": "claude",
+                    "model": "haiku",
+                    "created_at": now,
+                    "last_active": now,
+                    "provider_sessions": {"claude": {"session_id": "abc", "message_count": 2}},
+                }
+            }
+        )
+    )
+    (root / "agents" / "ops" / "cron_jobs.json").write_text(
+        json.dumps(
+            {
+                "jobs": [
+                    {
+                        "id": "Night Check",
+                        "schedule": "0 2 * * *",
+                        "timezone": "Asia/Tokyo",
+                        "quiet_start": 8,
+                        "quiet_end": 20,
+                        "transport": "mx",
+                        "chat_id": 42,
+                        "task_folder": "Night Check",
+                    }
+                ]
+            }
+        )
+    )
+    folder = root / "agents" / "ops" / "workspace" / "cron_tasks" / "Night Check"
+    folder.mkdir(parents=True)
+    (folder / "Night Check_MEMORY.md").write_text("2026-11-30 02:00: all green\n")
+    (folder / "scripts").mkdir()
+    (folder / "scripts" / "check.sh").write_text("echo ok\n")
+
+
+def test_a_matrix_sub_agent_with_overrides_comes_across_with_its_rooms(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_matrix_sub_agent(home)
+    assert migrate(home) == 0
+    config = load_files([home / "config" / "agents" / "ops.toml"])
+    assert config.transports == ("matrix",)
+    assert config.matrix.user_id == "@ops-bot:example.org"
+    assert config.matrix.device_id == "OPSDEV"
+    assert config.model == "haiku" and not config.streaming.enabled
+    secret = home / "config" / "credentials" / "ops" / "matrix-access-token"
+    assert secret.read_text() == "syt_ops\n"
+    assert not (home / "config" / "credentials" / "ops" / "telegram-token").exists()
+    store = SessionStore(home / "state" / "ops" / "sessions.json")
+    assert store.keys() == ["mx:!ops:example.org"]
+    job = JobStore(home / "state" / "ops").get("night-check")
+    assert (job.transport, job.chat_id, job.timezone) == ("mx", "!ops:example.org", "Asia/Tokyo")
+    assert (job.quiet_start, job.quiet_end) == (8, 20)
+    task = home / "state" / "ops" / "workspace" / "cron_tasks" / "night-check"
+    assert (task / "MEMORY.md").read_text() == "2026-11-30 02:00: all green\n"
+    assert (task / "scripts" / "check.sh").read_text() == "echo ok\n"
+    out = capsys.readouterr().out
+    assert "favourite_colour: not a setting this product knows" in out
