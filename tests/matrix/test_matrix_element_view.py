@@ -8,6 +8,8 @@ import io
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from PIL import Image
 from tests.matrix.conftest import MatrixUsers
 from tests.matrix.element_view import visible_lines
 from tests.matrix.test_matrix_transport import Bot, bot_for, eventually, group_room, scenario
+from tests.process.agent_proc import REPO
 from tests.stubs.synapse import Synapse
 
 __all__ = ["bot_for"]
@@ -285,3 +288,32 @@ def test_after_a_reboot_the_owner_hears_the_bot_is_back_and_a_restart_is_silent(
     bot.agent.start()
     (notice,) = bot.wait_bodies(room, 1)
     assert "Bot Started" in notice and "reboot" in notice
+
+
+def test_an_emptied_allowlist_leaves_no_room_until_confirmed_and_doctor_names_them(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, bot_user = matrix_users.alice, matrix_users.bot
+    bot = bot_for()
+    dm = bot.dm()
+    original = bot.agent.config
+    assert bot.transport.proc is not None
+    bot.agent.write_config(original.replace(json.dumps([alice.user_id]), "[]"))  # nobody
+    bot.transport.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: "no longer allow 1 room(s)" in bot.transport.log(), 20, bot.transport)
+    doctor = subprocess.run(
+        [sys.executable, str(REPO / "bin" / "ductor"), "doctor", bot.agent.name],
+        env=bot.agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dm in doctor.stdout and "no longer allow 1 room" in doctor.stdout, doctor.stdout
+    bot.agent.write_config(original)  # restored before a second reload confirmed
+    bot.transport.proc.send_signal(signal.SIGHUP)
+    eventually(lambda: bot.transport.log().count("config reloaded") == 2, 20, bot.transport)
+    time.sleep(1.0)
+    assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)
+    synapse.send_text(alice.access_token, dm, "still there?")
+    assert bot.wait_bodies(dm, 1) == ["ECHO: hello"]

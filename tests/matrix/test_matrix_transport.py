@@ -396,7 +396,7 @@ def test_an_answer_whose_transport_was_killed_mid_turn_arrives_once_after_the_re
     assert bot.bodies(room) == ["ECHO: hello"]
 
 
-def test_a_room_taken_off_the_allowlist_is_left_on_reload_and_where_lists_the_rest(
+def test_a_room_taken_off_the_allowlist_is_left_on_a_confirmed_reload_and_where_lists_the_rest(
     bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
 ) -> None:
     alice, bot_user = matrix_users.alice, matrix_users.bot
@@ -406,7 +406,10 @@ def test_a_room_taken_off_the_allowlist_is_left_on_reload_and_where_lists_the_re
     assert bot_user.user_id in synapse.joined_members(alice.access_token, group)  # served
     bot.agent.write_config(bot.agent.config.replace(json.dumps([group]), "[]"))
     assert bot.transport.proc is not None
-    bot.transport.proc.send_signal(signal.SIGHUP)
+    bot.transport.proc.send_signal(signal.SIGHUP)  # the first reload only names the room
+    eventually(lambda: "no longer allow 1 room(s)" in bot.transport.log(), 20, bot.transport)
+    assert bot_user.user_id in synapse.joined_members(alice.access_token, group)
+    bot.transport.proc.send_signal(signal.SIGHUP)  # the second one confirms
     eventually(
         lambda: bot_user.user_id not in synapse.joined_members(alice.access_token, group),
         20,

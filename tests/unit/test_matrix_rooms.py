@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
+from ductor.transports.matrix.rooms import (
+    AuditState,
+    Room,
+    allowlists_key,
+    format_where,
+    parse_leave,
+    to_leave,
+    would_leave,
+)
 
 BOT, ALICE, EVE, BOB = "@bot:hs", "@alice:hs", "@eve:hs", "@bob:hs"
 ALLOWED = {"allowed_room_ids": {"!team:hs"}, "allowed_users": [ALICE]}
@@ -46,3 +56,19 @@ def test_leave_takes_a_room_id_or_alias_of_a_joined_room() -> None:
         parse_leave("/leave !other:hs", rooms)
     with pytest.raises(ValueError, match="Usage"):
         parse_leave("/leave", rooms)
+
+
+def test_a_change_of_the_allowlists_leaves_rooms_only_when_a_second_reload_confirms(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "audit.json"
+    before, after = allowlists_key(["@a:hs"], []), allowlists_key([], [])
+    dm = Room("!dm:hs", "chat", frozenset({"@bot:hs", "@a:hs"}))
+    assert AuditState.load(file).decide(before, [], confirmed=False) == []
+    assert AuditState.load(file).decide(after, [dm], confirmed=True) == []  # only named
+    assert would_leave(tmp_path) == ["!dm:hs (chat)"]
+    assert AuditState.load(file).decide(after, [dm], confirmed=False) == []  # a restart
+    assert AuditState.load(file).decide(after, [dm], confirmed=True) == [dm]  # confirmed
+    assert would_leave(tmp_path) == []
+    third = Room("!dm:hs", "chat", frozenset({"@bot:hs", "@a:hs", "@c:hs"}))
+    assert AuditState.load(file).decide(after, [third], confirmed=False) == [third]

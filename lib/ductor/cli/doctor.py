@@ -424,6 +424,28 @@ def check_pending(ctx: Context, names: list[str]) -> list[Check]:
     return checks
 
 
+def check_matrix_rooms(ctx: Context, names: list[str]) -> list[Check]:
+    """The Matrix rooms a change of the allowlists would make the bot leave: it stays in
+    them until a second reload confirms (docs/matrix.md)."""
+    from ductor.transports.matrix.rooms import would_leave
+
+    checks: list[Check] = []
+    for name in names:
+        rooms = would_leave(ctx.paths.agent_state(name) / "matrix")
+        if rooms:
+            checks.append(
+                Check(
+                    f"matrix rooms {name}",
+                    Level.WARN,
+                    f"the changed allowlists no longer allow {len(rooms)} room(s) the bot is"
+                    f" in: {', '.join(rooms)}",
+                    f"to leave them: ductor agent reload {name} (again); to stay: restore"
+                    " allowed_users / allowed_rooms",
+                )
+            )
+    return checks
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
     problem = ctx.manager.problem()
@@ -434,6 +456,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         *(check_linger(ctx.mode) if booted else []),
         *check_config(ctx, names),
         *check_pending(ctx, names),
+        *check_matrix_rooms(ctx, names),
         *check_credentials(ctx, names),
         *(check_unit_credentials(ctx, names) if manager_runs else []),
         *check_clis(ctx, names),

@@ -46,7 +46,14 @@ from ductor.transports.matrix.ingress import (
 from ductor.transports.matrix.outbox import MatrixOutbox
 from ductor.transports.matrix.queuenotice import CANCEL_ALL, QueueNotices
 from ductor.transports.matrix.richtext import TooLarge
-from ductor.transports.matrix.rooms import Room, format_where, parse_leave, to_leave
+from ductor.transports.matrix.rooms import (
+    AuditState,
+    Room,
+    allowlists_key,
+    format_where,
+    parse_leave,
+    to_leave,
+)
 from ductor.transports.matrix.segments import (
     Button,
     SegmentOptions,
@@ -246,20 +253,39 @@ class MatrixTransport:
             )
         return rooms
 
-    async def audit_rooms(self) -> list[str]:
+    async def audit_rooms(self, *, confirmed: bool = False) -> list[str]:
         """Leave every joined room the bot does not serve (any more): at start, after a
-        reload and daily. Returns the rooms left."""
+        reload and daily. Rooms a change of the allowlists would leave are only named
+        until a second reload with the same allowlists (``confirmed``) confirms it
+        (rooms.AuditState). Returns the rooms left."""
         await self.rooms_known.wait()
         if not self.rooms_resolved:
             log.warning("not auditing rooms: an allowed room alias did not resolve")
             return []
-        left: list[str] = []
-        for room in to_leave(
+        mx = self.config.matrix
+        candidates = to_leave(
             self.joined_rooms(),
             bot_id=self.bot_id,
             allowed_room_ids=self.allowed_room_ids,
-            allowed_users=self.config.matrix.allowed_users,
-        ):
+            allowed_users=mx.allowed_users,
+        )
+        state = AuditState.load(self.state_dir / "audit.json")
+        key = allowlists_key(mx.allowed_users, self.allowed_room_ids)
+        changed = key != state.allowlists
+        leaving = state.decide(key, candidates, confirmed=confirmed)
+        if candidates and not leaving:
+            log.warning(
+                "the changed allowlists no longer allow %d room(s): %s. The bot stays in them:"
+                " reload again with the same allowlists to confirm leaving them, or restore"
+                " the old ones (ductor doctor lists them)",
+                len(candidates),
+                ", ".join(f"{r.room_id} ({r.name or 'untitled'})" for r in candidates),
+            )
+            return []
+        if leaving and changed:
+            log.warning("leaving %d room(s): confirmed by a second reload", len(leaving))
+        left: list[str] = []
+        for room in leaving:
             log.warning("room %s (%s) is not allowed: leaving it", room.room_id, room.name)
             with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
                 await self.send_html(
@@ -282,7 +308,7 @@ class MatrixTransport:
         self.config = new
         self.crypto.reconfigure(new.matrix)
         await self.resolve_rooms()
-        await self.audit_rooms()
+        await self.audit_rooms(confirmed=True)
 
     async def local_command(self, incoming: Incoming) -> bool:
         """Commands answered here: !where and !leave (the owner's alone: the first allowed
