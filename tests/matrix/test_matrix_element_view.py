@@ -317,3 +317,33 @@ def test_an_emptied_allowlist_leaves_no_room_until_confirmed_and_doctor_names_th
     assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)
     synapse.send_text(alice.access_token, dm, "still there?")
     assert bot.wait_bodies(dm, 1) == ["ECHO: hello"]
+
+
+def test_a_message_in_a_thread_is_answered_in_the_thread_as_its_own_session(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    alice = matrix_users.alice
+    root = synapse.send_text(alice.access_token, room, "a topic of its own")
+    bot.wait_bodies(room, 1)
+    relation = {
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root},
+    }
+    asked = synapse.send_event(
+        alice.access_token,
+        room,
+        "m.room.message",
+        {"msgtype": "m.text", "body": "more on it", "m.relates_to": relation},
+    )
+    bot.wait_bodies(room, 2)
+    main, threaded = bot.bot_messages(room)
+    assert main["content"].get("m.relates_to", {}).get("rel_type") != "m.thread"
+    relates = threaded["content"]["m.relates_to"]
+    assert (relates["rel_type"], relates["event_id"]) == ("m.thread", root)
+    assert relates["m.in_reply_to"]["event_id"] == asked
+    sessions = (bot.agent.state / "sessions.json").read_text()
+    assert f"mx:{room}:{root}" in sessions and f'"mx:{room}"' in sessions

@@ -55,7 +55,7 @@ class FakeTransport:
             (r.room_id for r in self.rooms if len(r.members) <= 2 and user_id in r.members), None
         )
 
-    async def send_markdown(self, room: str, markdown: str) -> list[str]:
+    async def send_markdown(self, room: str, markdown: str, *, thread: str = "") -> list[str]:
         self.sent.append((room, markdown))
         return [f"$event{len(self.sent)}"]
 
@@ -134,7 +134,7 @@ def test_an_envelope_the_homeserver_refuses_as_too_large_goes_to_bad_at_once_wit
     outbox, transport, queue = drain(tmp_path)
     refusals = 0
 
-    async def refuse_big(room_id: str, markdown: str) -> list[str]:
+    async def refuse_big(room_id: str, markdown: str, *, thread: str = "") -> list[str]:
         nonlocal refusals
         if "huge" in markdown:
             refusals += 1

@@ -56,6 +56,7 @@ def refused(data: bytes, **kw: Any) -> ProtocolError:
         ("tg:123456", SessionKey("tg", "123456")),
         ("tg:-100123:7", SessionKey("tg", "-100123", "7")),
         ("mx:!room:server", SessionKey("mx", "!room:server")),
+        ("mx:!room:hs:8448:$root_1", SessionKey("mx", "!room:hs:8448", "$root_1")),
         ("cli:alice", SessionKey("cli", "alice")),
         ("web-ui_2:a:b:c", SessionKey("web-ui_2", "a:b:c")),
     ],

@@ -170,10 +170,13 @@ class SessionKey:
 
 
 def parse_session_key(text: str) -> SessionKey:
-    """Parse ``tg:123456``, ``tg:-100123:7``, ``mx:!room:server``, ``cli:alice``.
+    """Parse ``tg:123456``, ``tg:-100123:7``, ``mx:!room:server``,
+    ``mx:!room:server:$root``, ``cli:alice``.
 
     Telegram keys carry integer chat and topic ids (normalised: ``tg:+05`` is refused,
-    ``tg:007`` becomes ``tg:7``); for every other transport the whole rest is the chat.
+    ``tg:007`` becomes ``tg:7``). A Matrix room id has colons of its own; a thread of the
+    room is its own session, keyed by the event id of the thread's root, which starts
+    with ``$``. For every other transport the whole rest is the chat.
     """
 
     def bad(problem: str) -> ProtocolError:
@@ -196,6 +199,11 @@ def parse_session_key(text: str) -> SessionKey:
         raise bad("the transport must be 1-16 of a-z 0-9 _ - starting with a letter")
     if not rest:
         raise bad("the chat is empty")
+    if transport == "mx":
+        room, sep, thread = rest.partition(":$")
+        if sep and not (room and thread):
+            raise bad("a Matrix thread is :$<event id> after the room id")
+        return SessionKey(transport, room, f"${thread}" if sep else None)
     if transport != "tg":
         return SessionKey(transport, rest)
     chat, sep, topic = rest.partition(":")

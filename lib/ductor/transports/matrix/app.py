@@ -349,7 +349,13 @@ class MatrixTransport:
         if incoming.room_id in {r.room_id for r in self.joined_rooms()}:
             with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
                 body, html = render(text)[0]
-                await self.send_html(incoming.room_id, body, html, reply_to=incoming.event_id)
+                await self.send_html(
+                    incoming.room_id,
+                    body,
+                    html,
+                    reply_to=incoming.event_id,
+                    thread=incoming.thread,
+                )
         return True
 
     def file_allowed(self, path: Path) -> bool:
@@ -803,7 +809,7 @@ class MatrixTransport:
             nonlocal replied
             reply_to = incoming.event_id if not replied else None
             replied = True
-            return await self.send_html(room, body, html, reply_to=reply_to)
+            return await self.send_html(room, body, html, reply_to=reply_to, thread=incoming.thread)
 
         streaming = self.config.streaming
         stream = SegmentStream(
@@ -960,21 +966,37 @@ class MatrixTransport:
         return str(answer.event_id)
 
     async def send_html(
-        self, room: str, body: str, html: str, *, reply_to: str | None = None, notice: bool = False
+        self,
+        room: str,
+        body: str,
+        html: str,
+        *,
+        reply_to: str | None = None,
+        notice: bool = False,
+        thread: str = "",
     ) -> str:
+        """Send one message; ``thread`` (its root's event id) puts it into that thread,
+        where a message without ``reply_to`` falls back to replying to the root."""
         content: dict[str, Any] = {
             "msgtype": "m.notice" if notice else "m.text",
             "body": body,
             "format": "org.matrix.custom.html",
             "formatted_body": html,
         }
-        if reply_to:
+        if thread:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": not reply_to,
+                "m.in_reply_to": {"event_id": reply_to or thread},
+            }
+        elif reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         return await self.send_event(room, "m.room.message", content)
 
-    async def send_markdown(self, room: str, markdown: str) -> list[str]:
+    async def send_markdown(self, room: str, markdown: str, *, thread: str = "") -> list[str]:
         pieces = render(markdown, encrypted=self.crypto.is_encrypted(room))
-        return [await self.send_html(room, body, html) for body, html in pieces]
+        return [await self.send_html(room, body, html, thread=thread) for body, html in pieces]
 
     async def send_file(self, room: str, path: Path) -> str:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

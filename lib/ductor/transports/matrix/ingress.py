@@ -18,6 +18,8 @@ Works on the raw event dicts of a ``/sync`` timeline (``type``, ``sender``, ``co
   the list of commands rather than given to the CLI as a slash command;
 - a media event's caption (its ``body`` when ``filename`` names the file) is the text
   of the message, given to the agent with the file;
+- a message in a thread (``rel_type: m.thread``) belongs to the thread: its session is
+  the thread's own (:func:`session_key`), and the answer goes into the thread;
 - a reaction with a keycap digit on a message that shows numbered buttons, or a bare
   number while such a message is open in the room, presses that button.
 - an ``m.room.encrypted`` event (matrix-nio could not decrypt it) from an allowed user
@@ -55,8 +57,8 @@ __all__ = [
 #: and the transport's own; the abort commands beside them.
 COMMANDS = frozenset(
     {
-        "/new", "/reset", "/status", "/model", "/effort", "/cron", "/memory", "/diagnose",
-        "/help", "/start", "/info", "/where", "/leave",
+        "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/memory",
+        "/diagnose", "/help", "/start", "/info", "/where", "/leave",
     }
 )  # fmt: skip
 ABORT_COMMANDS = {
@@ -105,10 +107,11 @@ class Incoming:
     private: bool = False
     reason: str = ""
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+    thread: str = ""  # the event id of the thread's root, for a message in a thread
 
     @property
     def session(self) -> str:
-        return session_key(self.room_id)
+        return session_key(self.room_id, self.thread)
 
 
 def unknown_command(word: str) -> str:
@@ -121,8 +124,18 @@ def unknown_command(word: str) -> str:
     )
 
 
-def session_key(room_id: str) -> str:
-    return f"mx:{room_id}"
+def session_key(room_id: str, thread: str = "") -> str:
+    """``mx:<room>``, or ``mx:<room>:<root event id>`` for a thread: its own session."""
+    return f"mx:{room_id}:{thread}" if thread else f"mx:{room_id}"
+
+
+def _thread(content: Mapping[str, Any]) -> str:
+    relates = content.get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str) and root.startswith("$"):
+            return root
+    return ""
 
 
 def is_room_allowed(room_id: str, *, allowed_room_ids: Collection[str], private: bool) -> bool:
@@ -242,6 +255,7 @@ def classify(
     relates = content.get("m.relates_to")
     if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
         return _with(base, reason="an edit")
+    base = _with(base, thread=_thread(content))
     attachment = _attachment(content)
     msgtype = content.get("msgtype")
     if attachment is None and msgtype not in ("m.text", "m.notice", "m.emote"):

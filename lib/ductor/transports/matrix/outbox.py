@@ -142,7 +142,12 @@ class MatrixOutbox(DrainLoop):
             parts.append(f"**{label}: {origin}**" if origin else f"**{label}**")
         if payload.text.strip():
             parts.append(payload.text)
-        ids = await self.transport.send_markdown(room, "\n\n".join(parts)) if parts else []
+        topic = envelope.routing.topic_id
+        # A reply for a Matrix thread (its session's topic is the root's event id) goes
+        # back into the thread; anything rerouted goes to the main timeline.
+        thread = topic if isinstance(topic, str) and room == envelope.routing.chat_id else ""
+        text = "\n\n".join(parts)
+        ids = await self.transport.send_markdown(room, text, thread=thread) if parts else []
         buttons = [(b.label, b.data) for row in payload.buttons for b in row][:10]
         if buttons:
             from ductor.transports.matrix.segments import button_list
