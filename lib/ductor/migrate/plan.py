@@ -66,7 +66,7 @@ class AgentPlan:
     notes: list[str] = field(default_factory=list)
     jobs: list[cron_jobs.Job] = field(default_factory=list)
     settings: int = 0
-    defaults: int = 0
+    defaults: list[str] = field(default_factory=list)  # original keys left at our default
 
 
 @dataclass
@@ -140,7 +140,7 @@ def _agent_plan(
     file = paths.agent_config(name)
     text = config_text(mapped, agent=name, source=agent.home, file=file)
     plan.writes.append(Write(file, text.encode(), "config", CONFIG_MODE))
-    plan.settings, plan.defaults = len(mapped.settings), len(mapped.defaults)
+    plan.settings, plan.defaults = len(mapped.settings), mapped.defaults
     plan.dropped.extend(mapped.dropped)
     for key, value in sorted(mapped.secrets.items()):
         dest = secret_names.secret_path(paths, name, key)

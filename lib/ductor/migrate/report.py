@@ -26,7 +26,7 @@ def _agent(plan: AgentPlan) -> list[str]:
         if write.what == "config":
             lines.append(
                 f"  config      {write.dest}  ({plan.settings} settings written,"
-                f" {plan.defaults} keys at this product's default)"
+                f" {len(plan.defaults)} keys at this product's default)"
             )
         elif write.secret:
             lines.append(f"  {'secret':<11} {write.dest}  (mode 0600)")
@@ -55,6 +55,8 @@ def _agent(plan: AgentPlan) -> list[str]:
         for key, reason in plan.dropped:
             by_reason[reason].append(key)
         lines += [f"    {_short(keys)}: {reason}" for reason, keys in by_reason.items()]
+    if plan.defaults:
+        lines.append(f"  same as this product's default (not written): {_short(plan.defaults)}")
     if plan.left:
         lines.append("  left behind in the original's workspace:")
         lines += [f"    {reason}: {len(items)} item(s)" for reason, items in plan.left.items()]

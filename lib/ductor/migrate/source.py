@@ -112,8 +112,16 @@ class OriginalHome:
         return None if data is None else data.decode("utf-8", errors="replace")
 
     def config(self) -> dict[str, Any]:
+        """The main config; an unreadable one stops the migration (every agent's config
+        builds on it, and the original would not start with it either)."""
         value = self.read_json(self.root / "config" / "config.json")
-        return value if isinstance(value, dict) else {}
+        if not isinstance(value, dict):
+            why = next((w for what, w in self.problems.items if what.startswith("config")), "")
+            raise UsageError(
+                f"{self.root / 'config' / 'config.json'}: {why or 'unreadable'}; fix it and"
+                " run `ductor migrate` again"
+            )
+        return value
 
     def agents(self) -> list[AgentHome]:
         """``main`` first, then every sub-agent of ``agents.json``."""
