@@ -9,7 +9,6 @@ uses for old key names (``ductor.config.unknown``), so both say the same thing.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -225,7 +224,7 @@ def map_config(
     uses_matrix = "matrix" in transports
     leaves = _leaves(original)
     for key, value in leaves:
-        _map_leaf(key, value, original, out, rooms, uses_matrix=uses_matrix)
+        _map_leaf(key, value, out, rooms, uses_matrix=uses_matrix)
     out.settings.insert(0, Setting("transports", transports, "transport/transports"))
     if uses_matrix and matrix_login:
         token = matrix_login.get("access_token")
@@ -252,7 +251,6 @@ def _transports(original: Mapping[str, Any], out: MappedConfig) -> list[str]:
 def _map_leaf(
     key: str,
     value: Any,
-    original: Mapping[str, Any],
     out: MappedConfig,
     rooms: Mapping[int, str],
     *,
@@ -323,7 +321,3 @@ def _setting(out: MappedConfig, new: str, value: Any, key: str) -> None:
         out.defaults.append(key)
         return
     out.settings.append(Setting(new, value, key if key != new else ""))
-
-
-def keys_of(cls: type[Any]) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]

@@ -19,7 +19,7 @@ from ductor.config import secrets as secret_names
 from ductor.cron import jobs as cron_jobs
 from ductor.errors import UsageError
 from ductor.migrate import config_map, state_map
-from ductor.migrate.cli_sessions import Carry, claude_carries, project_slug
+from ductor.migrate.cli_sessions import Carry, claude_carries
 from ductor.migrate.files import workspace_files
 from ductor.migrate.source import AgentHome, OriginalHome
 from ductor.migrate.toml_out import MARKER, config_text
@@ -281,10 +281,6 @@ def _cron(
         ):
             plan.writes.append(Write(target / file, text_.encode(), f"cron task {job.name}"))
     return {m.folder: m.job.name for m in mapped if m.folder != m.job.name}
-
-
-def claude_projects_slug(paths: Paths, name: str) -> str:
-    return project_slug(paths.workspace(name))
 
 
 def sessions_count(plan: AgentPlan) -> int:
