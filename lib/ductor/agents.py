@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ductor import atomic, config
-from ductor.agent import workspace
 from ductor.errors import DuctorError, UsageError
 from ductor.paths import Paths, validate_agent_name
 from ductor.units import (
@@ -133,6 +132,8 @@ def create(paths: Paths, spec: NewAgent) -> list[Path]:
     if spec.matrix_password:
         config.write_secret(paths, spec.name, config.MATRIX_PASSWORD, spec.matrix_password)
         created.append(paths.agent_credentials(spec.name) / config.MATRIX_PASSWORD)
+    from ductor.agent import workspace  # its templates: only for creating (see ensure_workspace)
+
     providers = [spec.provider, *workspace.installed_providers()]
     created.extend(ensure_workspace(paths, spec.name, providers=providers))
     return created
@@ -146,6 +147,10 @@ def ensure_workspace(
     Rule files are written for ``providers``; by default for the configured provider
     and every CLI installed on this machine.
     """
+    # Imported here: the workspace's templates and tool scripts (~15 ms) are only needed
+    # to create one, not by ``ductor chat`` or ``ductor status``, which import this module.
+    from ductor.agent import workspace
+
     created: list[Path] = []
     for directory in (paths.agent_state(name), paths.spool(name)):
         if not directory.is_dir():
