@@ -232,3 +232,25 @@ def test_another_agent_cannot_touch_this_agents_tasks(agent: AgentProcess) -> No
     events = agent.call(request)
     assert events[-1].type.value == "error"
     assert "belong to it alone" in events[-1].text
+
+
+def test_a_task_over_its_timeout_fails_with_the_time_it_was_given(tmp_path: Path) -> None:
+    config = (
+        'provider = "claude"\nmodel = "opus"\ntransports = []\n\n'
+        "[timeouts]\nextend_on_activity = false\nwarning_intervals = []\n\n"
+        "[tasks]\ntimeout_seconds = 2\n"
+    )
+    process = AgentProcess(tmp_path, config=config)
+    process.write_config()
+    file = tmp_path / "config" / "credentials" / process.name / ".env"
+    file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    file.write_text("FAKECLI_DELAY_MS=1500\n")
+    file.chmod(0o600)
+    process.start()
+    try:
+        created(tool(process, "create_task", "--name", "sloth", "Take forever."))
+        wait_for(lambda: any("`sloth` failed" in t for t in texts_in_outbox(process)), 30)
+        [failed] = [t for t in texts_in_outbox(process) if "`sloth` failed" in t]
+        assert failed == "**Task `sloth` failed**\nReason: Timeout after 2s"
+    finally:
+        process.stop()

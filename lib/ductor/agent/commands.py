@@ -124,8 +124,9 @@ async def cmd_interrupt(agent: Agent, request: protocol.Request, _: str) -> Comm
 
 async def cmd_stop_all(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
     count = await agent.stop_all()
+    tasks = await asyncio.to_thread(task_commands.hub(agent).cancel_session, None)
     others = await agent.stop_other_agents(request)
-    total = count + others
+    total = count + tasks + others
     if not total:
         return CommandResult("No active processes found on any agent.")
     return CommandResult(f"Stopped {total} process(es) across all agents.")

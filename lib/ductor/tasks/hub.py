@@ -9,6 +9,7 @@ in foreground mode) and reports them once, and applies the retention settings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -166,12 +167,14 @@ class TaskHub:
                 runner.abandon(self.agent, fresh, self.paths, "cancelled")
         return self.store.get(task.id) or task
 
-    def cancel_session(self, session: str) -> int:
+    def cancel_session(self, session: str | None) -> int:
+        """Cancel the running tasks of ``session`` (None: of every chat)."""
         count = 0
         for task in self.list(session):
             if task.state in ACTIVE:
-                self.cancel(task.id)
-                count += 1
+                with contextlib.suppress(TaskRefused):  # it ended meanwhile
+                    self.cancel(task.id)
+                    count += 1
         return count
 
     def delete(self, task_id: str) -> Task:

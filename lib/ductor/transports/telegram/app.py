@@ -69,6 +69,7 @@ MENU = (
     ("interrupt", "Interrupt the running answer"),
     ("model", "Choose the model"),
     ("effort", "Choose the reasoning effort"),
+    ("tasks", "Background tasks of this chat"),
     ("status", "Session and agent status"),
     ("memory", "Show the agent's memory"),
     ("diagnose", "Versions, config and recent logs"),
