@@ -187,6 +187,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from ductor.cli import outbox
 
         outbox.register(generic)
+    if wanted("webhook", "HTTP endpoints that wake the agent or run a task"):
+        from ductor.cli import webhook
+
+        webhook.register(generic)
     if wanted("doctor", text := "check the installation and say how to fix problems"):
         from ductor.cli import doctor
 

@@ -29,6 +29,16 @@ def non_empty(value: object) -> str | None:
     return None
 
 
+def listen_address(value: object) -> str | None:
+    """``""``, an absolute Unix socket path, or ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    if not isinstance(value, str) or not value or value.startswith("/"):
+        return None
+    host, sep, port = value.rpartition(":")
+    if sep and host and port.isdigit() and 1 <= int(port) <= 65535:
+        return None
+    return "expected HOST:PORT (e.g. 127.0.0.1:8742) or an absolute Unix socket path"
+
+
 def time_zone(value: object) -> str | None:
     if not isinstance(value, str) or value == "":
         return None

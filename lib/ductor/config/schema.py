@@ -183,6 +183,8 @@ class WebhooksConfig:
     enabled: bool = False
     host: str = setting("127.0.0.1", check=checks.non_empty)
     port: int = setting(8742, min=1, max=65535)
+    # HOST:PORT or a Unix socket path for ductor-webhook@NAME.socket; "" = host:port.
+    listen: str = setting("", check=checks.listen_address)
     max_body_bytes: int = setting(262144, min=1)
     rate_limit_per_minute: int = setting(30, min=1)
 

@@ -1,0 +1,297 @@
+"""An agent's webhooks: ``STATE/AGENT/webhooks.toml`` (0600), one ``[hooks.ID]`` table
+each, and the record of each hook's last call (``STATE/AGENT/webhook_calls/ID.json``).
+
+The hooks file holds secrets (tokens, HMAC keys), so it lives in the agent's state, never
+in the workspace, and is rewritten atomically under a lock: ``ductor webhook`` and the
+agent's tool scripts can change it at the same time without losing an edit. The server
+only reads it, and writes only the call records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ductor import atomic
+from ductor.config.load import parse_toml, read_text
+from ductor.config.scan import scan
+from ductor.errors import ConfigError, DuctorError, UsageError
+
+HOOK_ID = r"[a-z0-9][a-z0-9_-]{0,47}"
+_HOOK_ID = re.compile(HOOK_ID)
+FILE_NAME = "webhooks.toml"
+CALLS_DIR = "webhook_calls"
+TRANSPORTS = {"tg": "telegram", "mx": "matrix"}
+
+
+class Mode(StrEnum):
+    WAKE = "wake"  # the prompt is injected into the chat's active session
+    CRON_TASK = "cron_task"  # a fresh CLI run in the hook's task folder, like a cron job
+
+
+class AuthMode(StrEnum):
+    BEARER = "bearer"  # Authorization: Bearer <token>
+    HMAC = "hmac"  # a signature of the body in a header (GitHub, Stripe-like)
+
+
+ALGORITHMS = ("sha256", "sha1", "sha512")
+ENCODINGS = ("hex", "base64")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: str
+    prompt_template: str
+    mode: str = Mode.WAKE.value
+    title: str = ""
+    description: str = ""
+    enabled: bool = True
+    task_folder: str = ""  # cron_task: folder under workspace/cron_tasks/ ("" = the id)
+    auth: str = AuthMode.BEARER.value
+    token: str = ""  # bearer
+    hmac_secret: str = ""
+    hmac_header: str = "X-Hub-Signature-256"
+    hmac_algorithm: str = "sha256"
+    hmac_encoding: str = "hex"
+    hmac_prefix: str = "sha256="  # stripped from the header value before comparing
+    provider: str = ""  # cron_task overrides; "" = the agent's defaults
+    model: str = ""
+    effort: str = ""
+    transport: str = ""  # where it answers; "" = the agent's main user
+    chat_id: str = ""
+    topic_id: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def secret(self) -> str:
+        return self.token if self.auth == AuthMode.BEARER else self.hmac_secret
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the secrets (for listings and the agent's tools)."""
+        data = self.to_dict()
+        for key in ("token", "hmac_secret"):
+            data[key] = "***" if data[key] else ""
+        return data
+
+
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(Hook)}
+EDITABLE = frozenset(_FIELD_TYPES) - {"id", "created_at", "updated_at"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def validate(hook: Hook) -> Hook:
+    """Check every field; returns the hook with the transport name normalised and a
+    secret generated where its auth mode needs one. UsageError names hook and field."""
+
+    def bad(field: str, detail: str) -> UsageError:
+        return UsageError(f"webhook {hook.id!r}: {field}: {detail}")
+
+    if not _HOOK_ID.fullmatch(hook.id):
+        raise UsageError(
+            f"invalid webhook id {hook.id!r}: use 1-48 characters, lower-case letters,"
+            " digits, '_' or '-', starting with a letter or digit"
+        )
+    if hook.mode not in tuple(Mode):
+        raise bad("mode", f"{hook.mode!r} is none of {', '.join(Mode)}")
+    if not hook.prompt_template.strip():
+        raise bad("prompt_template", "must not be empty (it is what the agent is asked)")
+    if hook.auth not in tuple(AuthMode):
+        raise bad("auth", f"{hook.auth!r} is none of {', '.join(AuthMode)}")
+    if hook.hmac_algorithm not in ALGORITHMS:
+        raise bad("hmac_algorithm", f"{hook.hmac_algorithm!r} is none of {', '.join(ALGORITHMS)}")
+    if hook.hmac_encoding not in ENCODINGS:
+        raise bad("hmac_encoding", f"{hook.hmac_encoding!r} is none of {', '.join(ENCODINGS)}")
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", hook.hmac_header):
+        raise bad("hmac_header", f"{hook.hmac_header!r} is not an HTTP header name")
+    if hook.task_folder and not _HOOK_ID.fullmatch(hook.task_folder):
+        raise bad("task_folder", "a plain folder name under cron_tasks/ (no '/', no '..')")
+    longs = {long: short for short, long in TRANSPORTS.items()}
+    transport = longs.get(hook.transport, hook.transport)
+    if transport and transport not in TRANSPORTS:
+        raise bad("transport", f"{hook.transport!r} is none of {', '.join(TRANSPORTS)}")
+    if hook.topic_id and not hook.chat_id:
+        raise bad("topic_id", "a topic needs a chat (give the chat id too)")
+    for field in ("chat_id", "topic_id", "token", "hmac_secret", "hmac_prefix"):
+        if any(char.isspace() for char in getattr(hook, field)):
+            raise bad(field, "must not contain spaces")
+    changes: dict[str, Any] = {"transport": transport}
+    if hook.auth == AuthMode.BEARER and not hook.token:
+        changes["token"] = new_token()
+    if hook.auth == AuthMode.HMAC and not hook.hmac_secret:
+        changes["hmac_secret"] = new_token()
+    return dataclasses.replace(hook, **changes)
+
+
+class HookStore:
+    """The webhooks of one agent, kept in ``STATE_DIR/webhooks.toml`` (mode 0600)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / FILE_NAME
+
+    def load(self) -> dict[str, Hook]:
+        """Every hook by id; {} when there is no file yet. ConfigError if it is broken."""
+        text = read_text(self.path)
+        if text is None:
+            return {}
+        return _parse(text, self.path)
+
+    def get(self, hook_id: str) -> Hook:
+        hooks = self.load()
+        return _require(hooks, hook_id)
+
+    def add(self, hook: Hook) -> Hook:
+        hook = validate(hook)
+        with self._locked() as hooks:
+            if hook.id in hooks:
+                raise UsageError(
+                    f"a webhook named {hook.id!r} exists already; change it with"
+                    " `ductor webhook edit` or pick another name"
+                )
+            stamp = now_iso()
+            hook = dataclasses.replace(hook, created_at=stamp, updated_at=stamp)
+            hooks[hook.id] = hook
+        return hook
+
+    def update(self, hook_id: str, **changes: Any) -> Hook:
+        unknown = sorted(set(changes) - EDITABLE)
+        if unknown:
+            raise UsageError(f"cannot change {', '.join(unknown)} of a webhook")
+        with self._locked() as hooks:
+            old = _require(hooks, hook_id)
+            hook = validate(dataclasses.replace(old, **changes))
+            if hook != old:
+                hook = dataclasses.replace(hook, updated_at=now_iso())
+            hooks[hook_id] = hook
+        return hook
+
+    def rotate(self, hook_id: str) -> Hook:
+        """A new secret for the hook's auth mode; the old one stops working at once."""
+        hook = self.get(hook_id)
+        key = "token" if hook.auth == AuthMode.BEARER else "hmac_secret"
+        return self.update(hook_id, **{key: new_token()})
+
+    def remove(self, hook_id: str) -> Hook:
+        with self._locked() as hooks:
+            hook = _require(hooks, hook_id)
+            del hooks[hook_id]
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / CALLS_DIR / f"{hook_id}.json").unlink()
+        return hook
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Hook]]:
+        atomic.make_directories(self.state_dir)
+        fd = atomic.open_lock_file(self.state_dir / f".{FILE_NAME}.lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            hooks = self.load()
+            before = dict(hooks)
+            yield hooks
+            if hooks != before:
+                atomic.write_text(self.path, render(hooks), mode=0o600)
+        finally:
+            os.close(fd)
+
+    # The record of the last calls: written by the server and the runner, read by status.
+
+    def record_call(self, hook_id: str, **fields_: object) -> None:
+        directory = self.state_dir / CALLS_DIR
+        atomic.make_directories(directory)
+        file = directory / f"{hook_id}.json"
+        previous = self.last_call(hook_id)
+        atomic.write_json(file, {**previous, **fields_}, mode=0o600)
+
+    def last_call(self, hook_id: str) -> dict[str, Any]:
+        try:
+            data = atomic.read_json(self.state_dir / CALLS_DIR / f"{hook_id}.json")
+        except (OSError, DuctorError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def _require(hooks: dict[str, Hook], hook_id: str) -> Hook:
+    if hook_id not in hooks:
+        known = ", ".join(sorted(hooks)) or "none"
+        raise UsageError(f"no webhook named {hook_id!r} (existing webhooks: {known})")
+    return hooks[hook_id]
+
+
+HEADER = """\
+Webhooks of this agent, written by `ductor webhook` (and the agent's webhook tools).
+It holds their tokens and HMAC secrets: keep it private (mode 0600).
+Change them with `ductor webhook edit AGENT ID ...`. Comments here are not kept."""
+
+
+def render(hooks: dict[str, Hook]) -> str:
+    import tomlkit
+
+    doc = tomlkit.document()
+    for line in HEADER.splitlines():
+        doc.add(tomlkit.comment(line))
+    table = tomlkit.table(is_super_table=True)
+    for hook_id in sorted(hooks):
+        entry = tomlkit.table()
+        for key, value in hooks[hook_id].to_dict().items():
+            if key == "id":
+                continue
+            multiline = isinstance(value, str) and "\n" in value
+            entry.add(key, tomlkit.string(value, multiline=True) if multiline else value)
+        table.add(hook_id, entry)
+    doc.add("hooks", table)
+    return tomlkit.dumps(doc)
+
+
+def _parse(text: str, path: Path) -> dict[str, Hook]:
+    data = parse_toml(text, path)
+
+    def error(detail: str, *keys: str) -> ConfigError:
+        line = scan(text).line_of(keys) if keys else None
+        return ConfigError(detail, file=path, key=".".join(keys) or None, line=line)
+
+    extra = sorted(set(data) - {"hooks"})
+    if extra:
+        raise error("unknown key (this file holds only [hooks.ID] tables)", extra[0])
+    tables = data.get("hooks", {})
+    if not isinstance(tables, dict):
+        raise error("expected a table of webhooks", "hooks")
+    hooks: dict[str, Hook] = {}
+    for hook_id, raw in tables.items():
+        if not isinstance(raw, dict):
+            raise error("expected a table", "hooks", hook_id)
+        if not _HOOK_ID.fullmatch(hook_id):
+            raise error(f"invalid webhook id (expected {HOOK_ID})", "hooks", hook_id)
+        values: dict[str, Any] = {"id": hook_id}
+        for key, value in raw.items():
+            kind = _FIELD_TYPES.get(key)
+            if kind is None or key == "id":
+                raise error("unknown key", "hooks", hook_id, key)
+            expected = bool if kind == "bool" else str
+            if not isinstance(value, expected):
+                raise error(f"expected {kind}", "hooks", hook_id, key)
+            values[key] = value
+        if "prompt_template" not in values:
+            raise error("the webhook has no 'prompt_template'", "hooks", hook_id)
+        hooks[hook_id] = Hook(**values)
+    return hooks
