@@ -315,3 +315,29 @@ def test_a_matrix_sub_agent_with_overrides_comes_across_with_its_rooms(
     assert (task / "scripts" / "check.sh").read_text() == "echo ok\n"
     out = capsys.readouterr().out
     assert "favourite_colour: not a setting this product knows" in out
+
+
+def test_gemini_chats_move_into_a_project_registered_for_the_new_workspace(home: Path) -> None:
+    sid = "46eecc74-19ee-412f-8006-7aae27f332db"
+    sessions_file = home / ".ductor" / "sessions.json"
+    sessions = json.loads(sessions_file.read_text())
+    sessions["tg:100"]["provider_sessions"]["gemini"] = {"session_id": sid, "message_count": 1}
+    sessions_file.write_text(json.dumps(sessions))
+    gemini = home / ".gemini"
+    old = str(home / ".ductor" / "workspace")
+    registry = {"projects": {old: "workspace", "/elsewhere": "ductor-main"}}
+    (gemini / "tmp" / "workspace" / "chats").mkdir(parents=True)
+    (gemini / "projects.json").write_text(json.dumps(registry))
+    chat = gemini / "tmp" / "workspace" / "chats" / f"session-2026-12-01T10-00-{sid[:8]}.jsonl"
+    chat.write_text(json.dumps({"sessionId": sid, "kind": "main"}) + "\n{}\n")
+    assert migrate(home) == 0
+    projects = json.loads((gemini / "projects.json").read_text())["projects"]
+    new = str(home / "state" / "main" / "workspace")
+    assert projects[new] == "ductor-main-2"  # "ductor-main" is another directory's
+    assert projects[old] == "workspace" and projects["/elsewhere"] == "ductor-main"
+    copied = gemini / "tmp" / "ductor-main-2" / "chats" / chat.name
+    assert copied.read_text() == chat.read_text()
+    assert (gemini / "tmp" / "ductor-main-2" / ".project_root").read_text() == new
+    assert migrate(home) == 0  # again: registered once, nothing copied twice
+    again = json.loads((gemini / "projects.json").read_text())["projects"]
+    assert again == projects

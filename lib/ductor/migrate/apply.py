@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ductor import agents, atomic
 from ductor.cron.sync import sync_jobs
 from ductor.errors import DuctorError
-from ductor.migrate.cli_sessions import Carry
+from ductor.migrate.cli_sessions import Carry, register_gemini_project
 from ductor.migrate.plan import AgentPlan, Write
 from ductor.paths import Paths
 from ductor.units import Manager
@@ -67,7 +68,9 @@ def _write(write: Write, outcome: Outcome) -> None:
     _put(write.dest, write.data, write.mode, outcome)
 
 
-def execute(plan: AgentPlan, paths: Paths, manager: Manager | None) -> Outcome:
+def execute(
+    plan: AgentPlan, paths: Paths, manager: Manager | None, env: Mapping[str, str]
+) -> Outcome:
     """Write the agent's files, lay out the rest of its workspace, and (where a service
     manager runs) sync its target and its cron timers."""
     outcome = Outcome()
@@ -75,6 +78,8 @@ def execute(plan: AgentPlan, paths: Paths, manager: Manager | None) -> Outcome:
         _write(write, outcome)
     for _what, carry in plan.copies:
         _copy(carry, outcome)
+    if plan.gemini_project is not None:
+        register_gemini_project(env, paths.workspace(plan.name), plan.gemini_project)
     agents.ensure_workspace(paths, plan.name)
     if manager is None:
         return outcome

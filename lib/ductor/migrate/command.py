@@ -45,7 +45,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     outcomes: dict[str, apply.Outcome] = {}
     for agent in built.agents:
         if agent.conflict is None:
-            outcomes[agent.name] = apply.execute(agent, ctx.paths, None if problem else manager)
+            target = None if problem else manager
+            outcomes[agent.name] = apply.execute(agent, ctx.paths, target, os.environ)
             if problem:
                 outcomes[agent.name].units.append(
                     f"not synced ({problem}); later: `ductor agent sync {agent.name}`"

@@ -19,7 +19,7 @@ from ductor.config import secrets as secret_names
 from ductor.cron import jobs as cron_jobs
 from ductor.errors import UsageError
 from ductor.migrate import config_map, state_map
-from ductor.migrate.cli_sessions import Carry, claude_carries
+from ductor.migrate.cli_sessions import Carry, claude_carries, gemini_carries
 from ductor.migrate.files import workspace_files
 from ductor.migrate.source import AgentHome, OriginalHome
 from ductor.migrate.toml_out import MARKER, config_text
@@ -65,6 +65,7 @@ class AgentPlan:
     left: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     jobs: list[cron_jobs.Job] = field(default_factory=list)
+    gemini_project: str | None = None  # to register for the new workspace
     settings: int = 0
     defaults: list[str] = field(default_factory=list)  # original keys left at our default
 
@@ -150,11 +151,13 @@ def _agent_plan(
     default_provider = str(raw.get("provider") or "claude")
     sessions = home.read_json(agent.home / "sessions.json")
     claude_ids: list[str] = []
+    gemini_ids: list[str] = []
     if sessions is not None:
         result = state_map.map_sessions(sessions, rooms=rooms, default_provider=default_provider)
         plan.writes.append(Write(state / "sessions.json", _json(result.document), "sessions"))
         plan.dropped.extend(result.dropped)
         claude_ids += [sid for provider, sid in result.cli_sessions if provider == "claude"]
+        gemini_ids += [sid for provider, sid in result.cli_sessions if provider == "gemini"]
     _kept_aside(home, agent, state, plan, claude_ids)
     activity = home.read_json(agent.home / "chat_activity.json")
     if activity is not None:
@@ -176,20 +179,19 @@ def _agent_plan(
             f"{len(missing)} Claude session(s) have no file under ~/.claude/projects"
             " (deleted, or from another machine): those chats start fresh"
         )
-    if any(p in ("codex", "gemini") for p in _providers_with_sessions(sessions)):
+    found, lost, project = gemini_carries(
+        gemini_ids, new_workspace=new_workspace, agent=name, env=env
+    )
+    plan.copies.extend(("gemini session", carry) for carry in found)
+    plan.gemini_project = project
+    if project is not None:
+        plan.notes.append(f"the new workspace becomes Gemini project {project!r}")
+    if lost:
         plan.notes.append(
-            "Codex sessions resume by id from any directory; Gemini sessions are kept per"
-            " directory by the Gemini CLI and start fresh in the new workspace"
+            f"{len(lost)} Gemini session(s) have no chat file under ~/.gemini/tmp:"
+            " those chats start fresh"
         )
     return plan
-
-
-def _providers_with_sessions(sessions: object) -> set[str]:
-    found: set[str] = set()
-    for record in (sessions or {}).values() if isinstance(sessions, dict) else ():
-        if isinstance(record, dict) and isinstance(record.get("provider_sessions"), dict):
-            found.update(record["provider_sessions"])
-    return found
 
 
 def _dotenv(
