@@ -147,9 +147,9 @@ def where_it_lives(setup: Setup, agent: AgentProcess, session_id: str) -> None:
         assert QUESTION not in old.read_text()
     elif setup.cli == "gemini":
         gemini = gemini_dir(setup.env)
-        projects = gemini_projects(gemini)
-        new_chats = gemini / "tmp" / projects[str(agent.workspace)] / "chats"
-        old_chats = gemini / "tmp" / projects[str(old_workspace)] / "chats"
+        names = gemini_projects(gemini)
+        new_chats = gemini / "tmp" / names[str(agent.workspace)] / "chats"
+        old_chats = gemini / "tmp" / names[str(old_workspace)] / "chats"
         assert any(QUESTION in f.read_text() for f in new_chats.glob("*.jsonl"))
         assert not any(QUESTION in f.read_text() for f in old_chats.glob("*.jsonl"))
     # Codex resumes a thread by its id from any directory: nothing was moved.
