@@ -341,3 +341,13 @@ def test_gemini_chats_move_into_a_project_registered_for_the_new_workspace(home:
     assert migrate(home) == 0  # again: registered once, nothing copied twice
     again = json.loads((gemini / "projects.json").read_text())["projects"]
     assert again == projects
+
+
+def test_after_a_run_every_agents_config_and_secrets_pass_the_doctors_checks(home: Path) -> None:
+    from ductor.config import validate_all
+    from ductor.paths import resolve
+
+    assert migrate(home) == 0
+    paths = resolve(config_dir=home / "config", state_dir=home / "state")
+    for name in ("main", "research"):
+        assert validate_all(paths, name) == []

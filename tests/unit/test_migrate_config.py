@@ -221,3 +221,13 @@ def test_the_fixture_homes_config_becomes_a_file_that_loads(tmp_path: Path) -> N
 
     missing = [k for k in leaves(original) if k not in accounted | secrets]
     assert missing == []
+
+
+def test_the_example_configs_chat_ids_are_not_allowed_in() -> None:
+    mapped = map_config(
+        {"allowed_user_ids": [123456789, 7], "allowed_group_ids": [-1001234567890, -1009876543210]}
+    )
+    settings = {s.key: s.value for s in mapped.settings}
+    assert settings["telegram.allowed_user_ids"] == [7]
+    assert "telegram.allowed_group_ids" not in settings
+    assert "allowed_group_ids (the example's ids)" in dict(mapped.dropped)

@@ -285,6 +285,11 @@ def _map_leaf(
         out.drop(key, "Matrix is not among this agent's transports (the example's value)")
         return
     new = _renamed(key)
+    if key in ("allowed_user_ids", "allowed_group_ids", "allowed_channel_ids"):
+        kept = [i for i in value if i not in EXAMPLE_CHAT_IDS] if isinstance(value, list) else value
+        if kept != value:
+            out.drop(f"{key} (the example's ids)", "placeholders of the example config")
+        value = kept
     if key == "group_mention_only":
         _setting(out, "telegram.group_mention_only", value, key)
         if uses_matrix:
