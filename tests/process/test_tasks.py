@@ -254,3 +254,57 @@ def test_a_task_over_its_timeout_fails_with_the_time_it_was_given(tmp_path: Path
         assert failed == "**Task `sloth` failed**\nReason: Timeout after 2s"
     finally:
         process.stop()
+
+
+# -- named sessions -------------------------------------------------------------------
+
+
+def command(agent: AgentProcess, text: str) -> str:
+    request = Request(type=RequestType.COMMAND, id=new_request_id(), session=CHAT, text=text)
+    return final(agent.call(request)).text
+
+
+def test_a_named_session_runs_in_the_background_posts_its_result_and_continues(
+    agent: AgentProcess,
+) -> None:
+    started = command(agent, "/session @sonnet Summarise the README.")
+    assert started.startswith("**Session `"), started
+    assert "Running on Claude (sonnet)." in started
+    name = started.split("`")[1]
+    wait_for(lambda: any(t.startswith(f"**[{name}] Complete**") for t in texts_in_outbox(agent)))
+    sent = command(agent, f"/session @{name} And the license?")
+    assert sent.startswith(f"**[{name}] Follow-up sent**"), sent
+    wait_for(lambda: len(texts_in_outbox(agent)) >= 2)
+    time.sleep(0.5)
+    texts = texts_in_outbox(agent)
+    assert [t.split(" ")[0] for t in texts] == [f"**[{name}]"] * 2, texts
+    session_runs = [r for r in runs(agent) if "--model" in r["argv"]]
+    assert len(session_runs) == 2
+    assert "--resume" in session_runs[1]["argv"]  # its own CLI session, continued
+    assert "And the license?" in str(session_runs[1]["stdin"] or session_runs[1]["argv"])
+    assert "TASK RULES" not in str(session_runs[0]["stdin"])  # the user's words as they are
+    listed = command(agent, "/tasks")
+    assert name not in listed  # a named session is not a task
+
+
+def test_sessions_lists_named_sessions_and_ends_them(agent: AgentProcess) -> None:
+    name = command(agent, "/session Think about it.").split("`")[1]
+    menu = final(
+        agent.call(
+            Request(type=RequestType.COMMAND, id=new_request_id(), session=CHAT, text="/sessions")
+        )
+    )
+    assert f"1. **{name}** | claude/opus |" in menu.text
+    buttons = [b for row in menu.data["buttons"] for b in row]  # type: ignore[attr-defined]
+    assert {"label": f"End {name}", "data": f"nsc:end:{name}"} in buttons
+    pressed = final(
+        agent.call(
+            Request(
+                type=RequestType.BUTTON, id=new_request_id(), session=CHAT, data=f"nsc:end:{name}"
+            )
+        )
+    )
+    assert f"Session {name} ended." in pressed.text
+    assert "No named sessions." in pressed.text
+    refused = command(agent, f"/session @{name} more")
+    assert "Unknown provider, model or session" in refused

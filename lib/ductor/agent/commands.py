@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ductor import __version__, clipath, protocol
-from ductor.agent import cron_selector, selectors, task_commands
+from ductor.agent import cron_selector, selectors, session_commands, task_commands
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
+from ductor.tasks.store import TaskKind
 
 if TYPE_CHECKING:
     from ductor.agent.core import Agent
@@ -46,6 +47,8 @@ HELP = """**Commands**
 /effort: choose the reasoning effort for this chat
 /cron: the cron jobs: pause, resume, last runs
 /tasks: background tasks of this chat: cancel, clean up
+/session: start a named session in the background (`/session @opus <prompt>`)
+/sessions: this chat's sessions and named sessions: end them
 /status: session, queue and CLI state
 /memory: show the agent's long-term memory
 /diagnose: versions, config and recent log lines
@@ -111,6 +114,9 @@ async def cmd_reset(agent: Agent, request: protocol.Request, _: str) -> CommandR
 
 async def cmd_stop(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
     stopped, discarded = await agent.stop(session_of(request))
+    stopped += await asyncio.to_thread(
+        session_commands.end_chat_sessions, agent, session_of(request)
+    )
     if not stopped and not discarded:
         return CommandResult("Nothing running right now.")
     extra = f" {discarded} queued message(s) discarded." if discarded else ""
@@ -125,6 +131,9 @@ async def cmd_interrupt(agent: Agent, request: protocol.Request, _: str) -> Comm
 async def cmd_stop_all(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
     count = await agent.stop_all()
     tasks = await asyncio.to_thread(task_commands.hub(agent).cancel_session, None)
+    tasks += await asyncio.to_thread(
+        task_commands.hub(agent).cancel_session, None, TaskKind.SESSION
+    )
     others = await agent.stop_other_agents(request)
     total = count + tasks + others
     if not total:
@@ -283,6 +292,8 @@ COMMANDS: dict[str, Handler] = {
     "/effort": cmd_effort,
     "/cron": cmd_cron,
     "/tasks": task_commands.cmd_tasks,
+    "/session": session_commands.cmd_session,
+    "/sessions": session_commands.cmd_sessions,
     "/memory": cmd_memory,
     "/diagnose": cmd_diagnose,
     "/help": cmd_help,

@@ -22,7 +22,7 @@ import struct
 import time
 
 from ductor import __version__, protocol
-from ductor.agent import commands, cron_selector, selectors, task_commands
+from ductor.agent import commands, cron_selector, selectors, session_commands, task_commands
 from ductor.agent.core import Agent
 from ductor.agent.turns import TurnKind
 from ductor.protocol import ErrorCode, Events, ProtocolError, RequestType
@@ -265,7 +265,12 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
         text = "[Message cancelled.]" if cancelled else "That message is no longer queued."
         conn.send(Events.final(request.id, text=text, command=True))
         return
-    buttons = (selectors.handle_button, cron_selector.handle_button, task_commands.handle_button)
+    buttons = (
+        selectors.handle_button,
+        cron_selector.handle_button,
+        task_commands.handle_button,
+        session_commands.handle_button,
+    )
     for handle in buttons:
         result = await handle(agent, request)
         if result is not None:

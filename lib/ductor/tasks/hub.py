@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ductor.tasks.store import (
     Priority,
     Status,
     Task,
+    TaskKind,
     TaskStore,
     check_task_id,
     new_task_id,
@@ -151,9 +153,9 @@ class TaskHub:
     def get(self, task_id: str) -> Task:
         return self.store.require(check_task_id(task_id))
 
-    def list(self, session: str | None = None) -> list[Task]:
+    def list(self, session: str | None = None, kind: str = TaskKind.TASK) -> list[Task]:
         tasks = self.store.all()
-        return [t for t in tasks if session is None or t.session == session]
+        return [t for t in tasks if t.kind == kind and (session is None or t.session == session)]
 
     def cancel(self, task_id: str) -> Task:
         task = self.get(task_id)
@@ -167,10 +169,10 @@ class TaskHub:
                 runner.abandon(self.agent, fresh, self.paths, "cancelled")
         return self.store.get(task.id) or task
 
-    def cancel_session(self, session: str | None) -> int:
+    def cancel_session(self, session: str | None, kind: str = TaskKind.TASK) -> int:
         """Cancel the running tasks of ``session`` (None: of every chat)."""
         count = 0
-        for task in self.list(session):
+        for task in self.list(session, kind):
             if task.state in ACTIVE:
                 with contextlib.suppress(TaskRefused):  # it ended meanwhile
                     self.cancel(task.id)
@@ -227,6 +229,60 @@ class TaskHub:
         Spool(self.paths.spool(self.agent)).inbox().put(envelope)
         return ASKED
 
+    # -- named sessions ------------------------------------------------------------------
+
+    def named(self, session: str, name: str) -> Task | None:
+        """The chat's named session ``name`` that has not ended."""
+        for task in self.list(session, TaskKind.SESSION):
+            if task.name == name and not task.ended:
+                return task
+        return None
+
+    def start_session(self, session: str, prompt: str, provider: str, model: str) -> Task:
+        live = [t for t in self.list(session, TaskKind.SESSION) if not t.ended]
+        if len(live) >= MAX_SESSIONS:
+            raise TaskRefused(f"Too many sessions ({MAX_SESSIONS} max)")
+        config = self.config()
+        task = Task(
+            id=self._free_id(),
+            name=session_name({t.name for t in live}),
+            prompt=prompt,
+            provider=provider,
+            model=model,
+            effort=config.reasoning_effort,
+            session=session,
+            created_at=time.time(),
+            run=1,
+            kind=TaskKind.SESSION.value,
+        )
+        self.store.save(task)
+        return self._launch(task)
+
+    def follow_up(self, task: Task, text: str) -> Task:
+        """A background follow-up in the named session's own CLI session."""
+        if task.state in ACTIVE:
+            raise TaskRefused(
+                f"Session '{task.name}' is still processing. Wait or use /stop to cancel."
+            )
+        task = self.store.update(
+            task.id,
+            status=Status.STARTING.value,
+            follow_up=text,
+            run=task.run + 1,
+            cancel_requested=False,
+            error="",
+            started_at=0.0,
+        )
+        return self._launch(task)
+
+    def end(self, task: Task) -> Task:
+        """End a named session: stop its run (if any), keep it out of every list."""
+        task = self.store.update(task.id, ended=True)
+        if task.state in ACTIVE:
+            with contextlib.suppress(TaskRefused):
+                self.cancel(task.id)
+        return self.store.get(task.id) or task
+
     # -- upkeep -----------------------------------------------------------------------
 
     def reconcile(self, now: float | None = None) -> int:
@@ -259,6 +315,113 @@ class TaskHub:
             now=now,
         )
         return reported
+
+
+MAX_SESSIONS = 10
+ADJECTIVES = [
+    "bold",
+    "blue",
+    "calm",
+    "cool",
+    "dark",
+    "deep",
+    "dry",
+    "fair",
+    "fast",
+    "firm",
+    "fond",
+    "free",
+    "glad",
+    "gold",
+    "gray",
+    "green",
+    "keen",
+    "kind",
+    "lean",
+    "live",
+    "loud",
+    "mild",
+    "neat",
+    "new",
+    "odd",
+    "pale",
+    "pink",
+    "pure",
+    "quick",
+    "rare",
+    "red",
+    "rich",
+    "safe",
+    "shy",
+    "slim",
+    "soft",
+    "tall",
+    "tidy",
+    "warm",
+    "wide",
+    "wild",
+    "wise",
+    "zinc",
+]
+NOUNS = [
+    "ant",
+    "ape",
+    "bat",
+    "bear",
+    "bee",
+    "boar",
+    "cat",
+    "cod",
+    "cow",
+    "crab",
+    "crow",
+    "deer",
+    "dog",
+    "dove",
+    "duck",
+    "eel",
+    "elk",
+    "emu",
+    "fox",
+    "frog",
+    "gnu",
+    "goat",
+    "hare",
+    "hawk",
+    "hen",
+    "ibis",
+    "jay",
+    "kiwi",
+    "koi",
+    "lark",
+    "lion",
+    "lynx",
+    "mole",
+    "moth",
+    "mule",
+    "newt",
+    "owl",
+    "ox",
+    "pig",
+    "puma",
+    "ram",
+    "rat",
+    "seal",
+    "swan",
+    "wolf",
+    "wren",
+    "yak",
+]
+
+
+def session_name(taken: set[str]) -> str:
+    """A compact ``adjectivenoun`` name, unique among ``taken``."""
+    for _ in range(50):
+        name = secrets.choice(ADJECTIVES) + secrets.choice(NOUNS)
+        if name not in taken:
+            return name
+    base = secrets.choice(ADJECTIVES) + secrets.choice(NOUNS)
+    return next(f"{base}{n}" for n in range(2, 1000) if f"{base}{n}" not in taken)
 
 
 def _name_from(prompt: str) -> str:

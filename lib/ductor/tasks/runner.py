@@ -29,9 +29,9 @@ from ductor import config
 from ductor import log as ductor_log
 from ductor.errors import ConfigError, DuctorError, ExitCode, UsageError
 from ductor.paths import Mode, Paths, resolve
-from ductor.spool import Spool
+from ductor.spool import Button, Spool
 from ductor.tasks import texts
-from ductor.tasks.store import ACTIVE, Status, Task, TaskStore
+from ductor.tasks.store import ACTIVE, Status, Task, TaskKind, TaskStore
 from ductor.units import parse_instance
 
 log = logging.getLogger("ductor.task")
@@ -62,8 +62,15 @@ async def run_cli(
     store = TaskStore(paths.agent_state(agent), workspace)
     mode = agent_config.permission_mode
     provider = Provider(task.provider)
+    session_run = task.kind == TaskKind.SESSION
+    if session_run:  # a named session: the user's words as they are
+        prompt = task.follow_up or task.prompt
+        timeout = agent_config.timeouts.background
+    else:
+        prompt = texts.run_prompt(task, store.memory_file(task.id))
+        timeout = agent_config.tasks.timeout_seconds
     request = TurnRequest(
-        prompt=texts.run_prompt(task, store.memory_file(task.id)),
+        prompt=prompt,
         append_system_prompt="",
         model=task.model,
         effort="" if provider == Provider.GEMINI else task.effort,
@@ -86,11 +93,11 @@ async def run_cli(
             chat_id=key[1] if len(key) > 1 else None,
             topic_id=key[2] if len(key) > 2 else None,
             transport=key[0] if key else None,
-            task_id=task.id,
+            task_id=None if session_run else task.id,
             socket=str(paths.agent_socket(agent)),
         ),
         secrets=agent_dotenv(paths, agent).values(),
-        policy=TimeoutPolicy.from_config(agent_config.timeouts, agent_config.tasks.timeout_seconds),
+        policy=TimeoutPolicy.from_config(agent_config.timeouts, timeout),
         temp_dir=temp,
     )
     cli = CliRun(spec)
@@ -127,8 +134,9 @@ async def run_cli(
         stopper.cancel()
     if stop.is_set():
         outcome.cancelled = True
-    if timeout := (outcome.timed_out and cli.time_allowed):
-        outcome.error = f"Timeout after {int(timeout)}s"
+    allowed = cli.time_allowed
+    if outcome.timed_out and allowed:
+        outcome.error = f"Timeout after {int(allowed)}s"
     return outcome
 
 
@@ -177,9 +185,19 @@ def report(
 ) -> bool:
     """Put the run's result envelope in the agent's inbox (once per run)."""
     store = TaskStore(paths.agent_state(agent), paths.workspace(agent))
+    inbox = Spool(paths.spool(agent), served=agent_config.outboxes).inbox()
+    if task.kind == TaskKind.SESSION:
+        from ductor.agent.markup import button_data, extract_buttons
+
+        text, rows = extract_buttons(result)
+        buttons = tuple(
+            tuple(Button(label, button_data(f"ns:{task.name}:{label}")) for label in row)
+            for row in rows
+        )
+        return inbox.put(texts.session_envelope(agent, task, text, buttons))
     memory = store.memory_file(task.id)
     envelope = texts.result_envelope(agent, task, result, store.read_memory(task.id), memory)
-    return Spool(paths.spool(agent), served=agent_config.outboxes).inbox().put(envelope)
+    return inbox.put(envelope)
 
 
 def finish(agent: str, task_id: str, paths: Paths, env: dict[str, str] | None = None) -> int:

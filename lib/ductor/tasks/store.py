@@ -47,6 +47,11 @@ ACTIVE = frozenset({Status.STARTING, Status.RUNNING})
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
+class TaskKind(StrEnum):
+    TASK = "task"
+    SESSION = "session"  # a named session (/session): its result is posted, not injected
+
+
 class Priority(StrEnum):
     INTERACTIVE = "interactive"  # not counted against tasks.max_parallel
     BACKGROUND = "background"
@@ -79,6 +84,8 @@ class Task:
     num_turns: int = 0
     cancel_requested: bool = False
     pid: int = 0  # the runner's pid when started as a plain process (no systemd)
+    kind: str = "task"  # "task", or "session": a named session's background run
+    ended: bool = False  # a named session the user ended
 
     @property
     def state(self) -> Status:
@@ -205,8 +212,11 @@ class TaskStore:
         ``keep_last``, and task folders that belong to no record; returns how many went."""
         now = time.time() if now is None else now
         tasks = self.all()
+        # A named session stays until it is ended, however long it idles.
         finished = sorted(
-            (t for t in tasks if t.finished), key=lambda t: t.completed_at, reverse=True
+            (t for t in tasks if t.finished and (t.kind != TaskKind.SESSION or t.ended)),
+            key=lambda t: t.completed_at,
+            reverse=True,
         )
         doomed = {
             t.id

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Routing
+from ductor.spool import Button, Envelope, Execution, ExecutionStatus, Kind, Payload, Routing
 from ductor.tasks.store import Status, Task
 
 MEMORY_LIMIT = 4000
@@ -250,5 +250,43 @@ def question_envelope(agent: str, task: Task, question: str) -> Envelope:
         payload=Payload(
             text=question_notice(task, question),
             metadata={PROMPT_KEY: question_injection(task, question), "task": task.id},
+        ),
+    )
+
+
+# -- named sessions ----------------------------------------------------------------------
+
+SEP = "───"
+SESSION_ERROR_LIMIT = 2000
+
+
+def session_notice(task: Task, result: str) -> str:
+    """A named session's run as the chat sees it: "**[name] Complete** (42s) ─── ..."."""
+    took = format_duration(task.elapsed_seconds)
+    state = task.state
+    if state is Status.DONE:
+        return f"**[{task.name}] Complete** ({took}) {SEP}\n\n{result.strip() or '(no answer)'}"
+    if state is Status.CANCELLED:
+        preview = " ".join((task.follow_up or task.prompt).split())[:60]
+        return f"**[{task.name}] Cancelled** {SEP} _{preview}_"
+    return f"**[{task.name}] Failed** ({took}) {SEP} {task.error[:SESSION_ERROR_LIMIT]}"
+
+
+def session_envelope(
+    agent: str, task: Task, result: str, buttons: tuple[tuple[Button, ...], ...] = ()
+) -> Envelope:
+    """The inbox envelope of a named session's run: a notice only, nothing injected."""
+    routing = routing_of(task) or Routing(
+        transport="cli", broadcast=True, origin=f"session {task.name}"
+    )
+    return Envelope.create(
+        agent=agent,
+        kind=Kind.SESSION,
+        envelope_id=result_envelope_id(task),
+        routing=routing,
+        payload=Payload(
+            text=session_notice(task, result),
+            buttons=buttons,
+            metadata={"task": task.id, "session": task.name, "run": task.run},
         ),
     )
