@@ -347,3 +347,23 @@ def test_a_message_in_a_thread_is_answered_in_the_thread_as_its_own_session(
     assert relates["m.in_reply_to"]["event_id"] == asked
     sessions = (bot.agent.state / "sessions.json").read_text()
     assert f"mx:{room}:{root}" in sessions and f'"mx:{room}"' in sessions
+
+
+def test_joining_a_group_room_it_serves_the_bot_says_how_to_talk_to_it(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    alice, bot_user = matrix_users.alice, matrix_users.bot
+    _, room = group_room(
+        bot_for, synapse, matrix_users, "new team", matrix_extra="group_mention_only = true\n"
+    )
+
+    def welcome() -> list[str]:
+        return [
+            e["content"]["body"]
+            for e in synapse.messages(alice.access_token, room)
+            if e["sender"] == bot_user.user_id and e["content"].get("ductor.welcome")
+        ]
+
+    eventually(welcome, 20)
+    (text,) = welcome()
+    assert bot_user.user_id in text and "!help" in text

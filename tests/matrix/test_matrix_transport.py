@@ -126,12 +126,14 @@ class Bot:
         self.agent.stop()
 
     def bot_messages(self, room: str) -> list[dict[str, Any]]:
-        """The bot's m.room.message events in ``room``, oldest first."""
+        """The bot's m.room.message events in ``room``, oldest first (not its welcome)."""
         events = self.synapse.messages(self.users.alice.access_token, room, limit=100)
         return [
             e
             for e in reversed(events)
-            if e["type"] == "m.room.message" and e["sender"] == self.users.bot.user_id
+            if e["type"] == "m.room.message"
+            and e["sender"] == self.users.bot.user_id
+            and not e["content"].get("ductor.welcome")
         ]
 
     def bodies(self, room: str) -> list[str]:
@@ -415,11 +417,7 @@ def test_a_room_taken_off_the_allowlist_is_left_on_a_confirmed_reload_and_where_
         20,
         bot.transport,
     )
-    farewell = [
-        e["content"]["body"]
-        for e in synapse.messages(alice.access_token, group)
-        if e["sender"] == bot_user.user_id and e["type"] == "m.room.message"
-    ]
+    farewell = [e["content"]["body"] for e in bot.bot_messages(group)]
     assert farewell == ["This room is not authorized to use this bot. Leaving."]
     assert bot_user.user_id in synapse.joined_members(alice.access_token, dm)  # a DM stays
     synapse.send_text(alice.access_token, dm, "!where")

@@ -38,10 +38,12 @@ from ductor.transports.intake import Intake
 from ductor.transports.matrix import crypto, media
 from ductor.transports.matrix.ingress import (
     NUMBER_EMOJIS,
+    WELCOME,
     Action,
     Incoming,
     classify,
     unknown_command,
+    welcome_text,
 )
 from ductor.transports.matrix.outbox import MatrixOutbox
 from ductor.transports.matrix.queuenotice import CANCEL_ALL, QueueNotices
@@ -79,6 +81,7 @@ GAP_PAGE = 100  # events per /messages page when a sync timeline was limited
 AUDIT_EVERY = 24 * 3600.0  # seconds between audits of the rooms the bot is in
 REMEMBERED = 1000  # event ids kept for dedupe, replies and buttons
 STOP_ORDER_WAIT = 10.0  # seconds the answer to a !stop waits for the stopped turn's text
+WELCOME_WAIT = 30  # seconds a welcome waits for the room's state to arrive by a sync
 MAX_AHEAD = 500  # events and batches in flight before the sync waits for the agent
 
 
@@ -650,6 +653,10 @@ class MatrixTransport:
             return
         if allowed:
             log.info("joined %s, invited by %s", room_id, inviter)
+            if listed and not direct:
+                task = asyncio.create_task(self.welcome(room_id))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
             return
         log.warning("room %s (invited by %s) is not allowed: leaving it", room_id, inviter)
         with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
@@ -659,6 +666,24 @@ class MatrixTransport:
         with contextlib.suppress(*NETWORK_ERRORS):
             if isinstance(await self.client.room_leave(room_id), nio.RoomLeaveResponse):
                 self.gone(room_id)
+
+    async def welcome(self, room_id: str) -> None:
+        """A word on joining a group room it serves: how to talk to the bot there (a
+        direct chat needs none: whatever is written there is for the bot). Sent once a
+        sync has brought the room's state, so that in an encrypted room it is encrypted
+        like everything else (and only for the allowed users' devices)."""
+        for _ in range(WELCOME_WAIT):
+            if room_id in self.client.rooms:
+                break
+            await asyncio.sleep(1.0)
+        else:
+            return
+        text = welcome_text(self.bot_id, mention_only=self.config.matrix.group_mention_only)
+        body, html = render(text)[0]
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": body, WELCOME: True}
+        content |= {"format": "org.matrix.custom.html", "formatted_body": html}
+        with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
+            await self.send_event(room_id, "m.room.message", content)
 
     # -- to the agent ------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ __all__ = [
     "COMMANDS",
     "MEDIA_TYPES",
     "NUMBER_EMOJIS",
+    "WELCOME",
     "Action",
     "Attachment",
     "Incoming",
@@ -51,6 +52,7 @@ __all__ = [
     "is_user_allowed",
     "session_key",
     "unknown_command",
+    "welcome_text",
 ]
 
 #: The commands of the agent (ductor.agent.commands.COMMANDS, kept equal by a unit test)
@@ -122,6 +124,20 @@ def unknown_command(word: str) -> str:
         f"`!{word.lstrip('/!')}` is not a command of this bot. Its commands: {listed}."
         " `!help` says what each does."
     )
+
+
+#: Marks the bot's welcome in a group room (a notice, never a request).
+WELCOME = "ductor.welcome"
+
+
+def welcome_text(bot_id: str, *, mention_only: bool) -> str:
+    """What the bot says when it joins a group room it serves."""
+    how = (
+        f"Mention me ({bot_id}) or reply to one of my messages to ask me something"
+        if mention_only
+        else "I answer the messages of the people allowed to talk to me here"
+    )
+    return f"Hello! {how}; `!help` lists my commands."
 
 
 def session_key(room_id: str, thread: str = "") -> str:
