@@ -110,6 +110,8 @@ class Agent:
         self.started_at = time.monotonic()
         self.closing = False
         self.on_change: list[Callable[[], None]] = []  # told when lanes change (STATUS=)
+        # told of every answer before its turn is forgotten (async inter-agent requests)
+        self.answer_hooks: list[Callable[[TurnRecord, Outcome], None]] = []
 
     def is_closing(self) -> bool:
         return self.closing
@@ -368,6 +370,8 @@ class Agent:
             )
         elif envelope is not None and self.spool.post(envelope):
             log.info("turn %s: client gone, answer queued in the outbox", record.id)
+        for hook in self.answer_hooks:
+            hook(record, outcome)
         self.turns.remove(record)
 
     def acknowledge(self, turn_id: str) -> bool:

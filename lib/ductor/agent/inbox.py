@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable
 
 from ductor import protocol
+from ductor.agent import interagent
 from ductor.agent.core import NO_OUTBOX, Agent
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.spool import Envelope, Kind, Payload, Queue, Routing
@@ -53,6 +54,7 @@ class InboxReader:
         self.agent = agent
         self.queue: Queue = agent.spool.inbox()
         self.upkeep = upkeep  # run in a thread on start and every RESCAN seconds
+        interagent.attach(agent)
 
     async def run(self) -> None:
         listener = self.queue.listen()  # before the first scan: no wake-up is missed
@@ -84,6 +86,10 @@ class InboxReader:
         return count
 
     def handle(self, envelope: Envelope) -> None:
+        if envelope.kind is Kind.INTERAGENT:  # another agent's async request
+            interagent.handle_envelope(self.agent, envelope)
+            self.queue.finish(envelope)
+            return
         routing = envelope.routing
         session = routing.session_key
         prompt = str(envelope.payload.metadata.get(PROMPT_KEY) or "")

@@ -22,7 +22,14 @@ import struct
 import time
 
 from ductor import __version__, protocol
-from ductor.agent import commands, cron_selector, selectors, session_commands, task_commands
+from ductor.agent import (
+    commands,
+    cron_selector,
+    interagent,
+    selectors,
+    session_commands,
+    task_commands,
+)
 from ductor.agent.core import Agent
 from ductor.agent.turns import TurnKind
 from ductor.protocol import ErrorCode, Events, ProtocolError, RequestType
@@ -232,16 +239,9 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
     elif kind is RequestType.HEARTBEAT:
         _heartbeat(agent, request, conn)
     elif kind is RequestType.ASK:
-        session = request.session or f"ia:{request.sender}"
-        asked = protocol.Request(
-            type=request.type,
-            id=request.id,
-            session=session,
-            text=request.text,
-            origin=request.origin or f"agent {request.sender}",
-            want_ack=False,
-        )
-        _submit(agent, asked, conn, TurnKind.ASK, request.text)
+        agent.submit(interagent.ask_record(agent, request), request_id=request.id, sink=conn)
+    elif kind is RequestType.AGENT:
+        conn.send(await interagent.handle_request(agent, request))
     elif kind is RequestType.STATUS:
         conn.send(Events.final(request.id, **status_fields(server)))
     elif kind is RequestType.HEALTH:

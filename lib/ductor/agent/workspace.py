@@ -26,12 +26,15 @@ log = logging.getLogger(__name__)
 RULE_FILES = {"claude": "CLAUDE.md", "codex": "AGENTS.md", "gemini": "GEMINI.md"}
 CRON_TOOLS_DIR = Path("tools") / "cron_tools"
 TASK_TOOLS_DIR = Path("tools") / "task_tools"
+AGENT_TOOLS_DIR = Path("tools") / "agent_tools"
+AGENT_TOOL_NAMES = ("ask_agent", "ask_agent_async", "list_agents", "edit_shared_knowledge")
 DIRECTORIES = (
     "memory_system",
     "output_to_user",
     "tools",
     str(CRON_TOOLS_DIR),
     str(TASK_TOOLS_DIR),
+    str(AGENT_TOOLS_DIR),
     "cron_tasks",
     "tasks",
 )
@@ -177,6 +180,8 @@ def ensure_workspace(workspace: Path, *, agent: str, providers: Iterable[str]) -
             created.append(path)
     scripts = {CRON_TOOLS_DIR / name: text for name, text in cron_tool_scripts().items()}
     scripts.update({TASK_TOOLS_DIR / name: text for name, text in task_tool_scripts().items()})
+    agent_tool = Path(__file__).with_name("agent_tool.py").read_text(encoding="utf-8")
+    scripts.update({AGENT_TOOLS_DIR / f"{name}.py": agent_tool for name in AGENT_TOOL_NAMES})
     created += refresh_shipped_scripts(workspace, scripts)
     if created:
         log.info("workspace %s: created %s", workspace, ", ".join(p.name for p in created))

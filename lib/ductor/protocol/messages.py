@@ -45,6 +45,7 @@ class RequestType(StrEnum):
     HEALTH = "health"
     ACK = "ack"
     TASK = "task"  # a background-task verb from the workspace's tool scripts
+    AGENT = "agent"  # an inter-agent verb from the workspace's agent tool scripts
 
 
 class EventType(StrEnum):
@@ -344,6 +345,8 @@ class Request:
             raise _bad("sender", "required for an ask request (the asking agent's name)")
         if kind is RequestType.CANCEL and not self.entry:
             raise _bad("entry", "required for a cancel request (the queued entry's id)")
+        if kind is RequestType.AGENT and not (self.text and self.sender):
+            raise _bad("text", "an agent request needs the verb (text) and the sender")
         if kind is RequestType.TASK and not self.text:
             raise _bad("text", "required for a task request (the verb: create, list, ...)")
         if kind is RequestType.ACK and not self.entry:

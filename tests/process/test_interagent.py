@@ -1,0 +1,238 @@
+"""Two agents that work together, end to end: both daemons run as processes in one
+layout (the agent in the foreground, the fake CLIs); the tool scripts in the workspace
+are run as the CLI would run them. What a chat would see is what lands in the agent's
+Telegram outbox (no transport runs here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.process.agent_proc import BASE_CONFIG, AgentProcess
+
+CHAT = "100"
+CONFIG = BASE_CONFIG + "\n[telegram]\nallowed_user_ids = [{user}]\n"
+
+
+def start(root: Path, name: str, user: int) -> AgentProcess:
+    process = AgentProcess(root, name=name, config=CONFIG.format(user=user))
+    values = {"FAKECLI_RECORD": str(root / f"runs-{name}.jsonl")}
+    file = root / "config" / "credentials" / name / ".env"
+    file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    file.chmod(0o600)
+    process.write_config()
+    return process
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    main = start(tmp_path, "main", 100)
+    research = start(tmp_path, "research", 200)
+    main.start()
+    research.start()
+    try:
+        yield main, research
+    finally:
+        main.stop()
+        research.stop()
+
+
+def tool(agent: AgentProcess, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run an agent tool script from the workspace as the CLI would (its environment)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DUCTOR_AGENT_NAME": agent.name,
+        "DUCTOR_AGENT_SOCKET": str(agent.socket),
+        "DUCTOR_TRANSPORT": "tg",
+        "DUCTOR_CHAT_ID": CHAT,
+    }
+    script = agent.workspace / "tools" / "agent_tools" / f"{name}.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=agent.workspace,
+    )
+
+
+def outbox(agent: AgentProcess) -> list[dict[str, object]]:
+    directory = agent.state / "spool" / "outbox" / "tg" / "new"
+    if not directory.is_dir():
+        return []
+    found = [json.loads(p.read_text()) for p in directory.iterdir()]
+    return sorted(found, key=lambda e: str(e["created_at"]))
+
+
+def texts_in_outbox(agent: AgentProcess) -> list[str]:
+    return [str(e["payload"]["text"]) for e in outbox(agent)]  # type: ignore[index]
+
+
+def runs(agent: AgentProcess) -> list[str]:
+    """What each CLI run of the agent was asked (argv and stdin), oldest first."""
+    file = agent.root / f"runs-{agent.name}.jsonl"
+    if not file.exists():
+        return []
+    found = [json.loads(line) for line in file.read_text().splitlines()]
+    return [str(run.get("stdin") or "") + " ".join(run["argv"]) for run in found]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_ask_agent_prints_the_other_agents_answer_to_the_framed_message(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    result = tool(main, "ask_agent", "research", "Which tickets mention payments?")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip()  # the research agent's answer
+    asked = runs(research)
+    assert len(asked) == 1
+    assert "[INTER-AGENT MESSAGE from 'main' to 'research']" in asked[0]
+    assert "Which tickets mention payments?" in asked[0]
+    assert "You are agent 'research'." in asked[0]
+    assert runs(main) == []  # the asking agent's CLI is the one running the tool
+    assert texts_in_outbox(research) == []  # a sync ask posts nothing in the chat
+
+
+def test_ask_agent_names_the_agents_there_are_when_the_target_does_not_exist(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, _ = pair
+    result = tool(main, "ask_agent", "nobody", "Hello?")
+    assert result.returncode == 1
+    answer = json.loads(result.stdout)
+    assert "no agent named 'nobody'" in answer["error"]
+    assert "research" in answer["error"]
+
+
+def test_ask_agent_says_when_the_target_is_stopped(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    research.stop()
+    result = tool(main, "ask_agent", "research", "Hello?")
+    assert result.returncode == 1
+    assert "'research' is stopped" in json.loads(result.stdout)["error"]
+
+
+def test_async_ask_is_announced_to_the_target_and_its_answer_answered_in_the_senders_chat(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    result = tool(
+        main, "ask_agent_async", "--summary", "Ticket triage", "research", "Triage the tickets."
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    task_id = json.loads(result.stdout)["task_id"]
+    wait_for(lambda: len(outbox(main)) >= 1)
+    time.sleep(1.0)  # nothing else may follow
+    received = texts_in_outbox(research)
+    assert len(received) == 1, received
+    assert received[0].startswith("📥 **Async task received** from `main`")
+    assert task_id in received[0] and "Ticket triage" in received[0]
+    assert outbox(research)[0]["routing"]["chat_id"] == 200  # type: ignore[index]
+    answered = outbox(main)
+    assert len(answered) == 1, answered  # the sender's answer to the injected result
+    assert answered[0]["routing"]["chat_id"] == 100  # type: ignore[index]
+    injected = runs(main)
+    assert len(injected) == 1
+    assert f"[ASYNC INTER-AGENT RESPONSE from 'research' (task {task_id})]" in injected[0]
+    assert "Triage the tickets." in injected[0]
+
+
+def test_async_ask_with_reply_to_answers_into_the_third_agent_and_tells_nobody_else(
+    tmp_path: Path,
+) -> None:
+    agents = [start(tmp_path, n, u) for n, u in (("main", 100), ("research", 200), ("ops", 300))]
+    for agent in agents:
+        agent.start()
+    main, research, ops = agents
+    try:
+        result = tool(main, "ask_agent_async", "--reply-to", "ops", "research", "Check disks.")
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(lambda: len(outbox(ops)) >= 1)
+        time.sleep(1.0)
+        assert texts_in_outbox(research) == []  # --reply-to is silent
+        assert outbox(main) == [] and runs(main) == []
+        assert [e["routing"]["chat_id"] for e in outbox(ops)] == [300]  # type: ignore[index]
+        assert "ASYNC INTER-AGENT RESPONSE from 'research'" in runs(ops)[0]
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
+def test_async_ask_with_silent_does_not_tell_the_targets_chat(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    result = tool(main, "ask_agent_async", "--silent", "research", "Quietly count tickets.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(lambda: len(outbox(main)) >= 1)
+    time.sleep(0.5)
+    assert texts_in_outbox(research) == []
+    assert len(runs(research)) == 1
+
+
+def test_async_ask_waits_in_the_inbox_of_a_stopped_target_and_is_answered_once_after_its_start(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    research.stop()
+    result = tool(main, "ask_agent_async", "research", "Summarise the week.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not running" in json.loads(result.stdout)["text"]
+    time.sleep(0.5)
+    assert runs(research) == []
+    research.start()
+    wait_for(lambda: len(outbox(main)) >= 1)
+    time.sleep(1.0)
+    assert len(runs(research)) == 1
+    assert len(outbox(main)) == 1
+
+
+def test_shared_knowledge_edit_reaches_every_agents_main_memory(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    result = tool(main, "edit_shared_knowledge", "--append", "2026-12-07: the VPN is down.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for agent in pair:
+        memory = (agent.workspace / "memory_system" / "MAINMEMORY.md").read_text()
+        assert "# Main memory" in memory  # the agent's own part stays
+        start_at = memory.index("--- SHARED KNOWLEDGE START ---")
+        assert "the VPN is down" in memory[start_at : memory.index("--- SHARED KNOWLEDGE END ---")]
+    shown = json.loads(tool(research, "edit_shared_knowledge", "--show").stdout)
+    assert "the VPN is down" in shown["shared"]
+    result = tool(main, "edit_shared_knowledge", "--set", "Only this.")
+    memory = (research.workspace / "memory_system" / "MAINMEMORY.md").read_text()
+    assert "the VPN is down" not in memory and "Only this." in memory
+    assert memory.count("--- SHARED KNOWLEDGE START ---") == 1
+
+
+def test_rule_files_name_the_other_agents_and_how_to_ask_them(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, _ = pair
+    rules = (main.workspace / "CLAUDE.md").read_text()
+    assert "`research`: claude/opus" in rules
+    assert "ask_agent.py" in rules
+    assert "`main`:" not in rules
+    listed = json.loads(tool(main, "list_agents").stdout)
+    assert [a["name"] for a in listed["agents"]] == ["main", "research"]
