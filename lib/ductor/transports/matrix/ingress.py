@@ -59,8 +59,8 @@ __all__ = [
 #: and the transport's own; the abort commands beside them.
 COMMANDS = frozenset(
     {
-        "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/memory",
-        "/diagnose", "/help", "/start", "/info", "/where", "/leave",
+        "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/session",
+        "/sessions", "/memory", "/diagnose", "/help", "/start", "/info", "/where", "/leave",
     }
 )  # fmt: skip
 ABORT_COMMANDS = {
