@@ -132,7 +132,7 @@ def validate(hook: Hook) -> Hook:
         raise bad("transport", f"{hook.transport!r} is none of {', '.join(TRANSPORTS)}")
     if hook.topic_id and not hook.chat_id:
         raise bad("topic_id", "a topic needs a chat (give the chat id too)")
-    for field in ("chat_id", "topic_id", "token", "hmac_secret", "hmac_prefix"):
+    for field in ("chat_id", "topic_id", "token", "hmac_prefix"):
         if any(char.isspace() for char in getattr(hook, field)):
             raise bad(field, "must not contain spaces")
     changes: dict[str, Any] = {"transport": transport}
