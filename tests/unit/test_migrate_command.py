@@ -21,6 +21,7 @@ from ductor.config import load_files
 from ductor.cron.jobs import JobStore
 from ductor.migrate.cli_sessions import project_slug
 from ductor.units import Manager
+from ductor.webhooks.store import HookStore
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "original-home" / "ductor-home"
 
@@ -72,7 +73,7 @@ def test_a_dry_run_prints_the_plan_and_writes_nothing(
     assert "agent main" in out and "agent research" in out
     assert "docker.enabled" in out and "Docker sandbox" in out
     assert "daily-news: '30 7 * * 1-5' in America/New_York" in out
-    assert "webhooks are not built yet" in out
+    assert "webhooks    " in out and "github-push" in out
     assert "FAKE-fixture" not in out  # no secret is shown
     assert not (home / "config").exists() and not (home / "state").exists()
 
@@ -115,11 +116,15 @@ def test_a_run_writes_agents_that_load_and_leaves_the_original_untouched(
     assert not (news / "CLAUDE.md").exists()
     chats = json.loads((state / "telegram" / "chat_activity.json").read_text())
     assert chats["records"]["-100200"]["title"] == "Team forum"
-    aside = state / "migrated-from-ductor-0.20"
-    hooks = aside / "webhooks.json"
-    assert json.loads(hooks.read_text())["hooks"][0]["auth_mode"] == "hmac"
-    assert stat.S_IMODE(hooks.stat().st_mode) == 0o600
-    assert (aside / "named_sessions.json").is_file()
+    hook = HookStore(state).get("github-push")
+    assert (hook.auth, hook.hmac_secret, hook.hmac_prefix) == (
+        "hmac",
+        "FAKE-fixture-hmac-secret",
+        "sha256=",
+    )
+    assert hook.prompt_template == "Push to {{repository}} by {{pusher}}" and hook.enabled
+    assert stat.S_IMODE((state / "webhooks.toml").stat().st_mode) == 0o600
+    assert (state / "migrated-from-ductor-0.20" / "named_sessions.json").is_file()
     assert (home / "state" / "migrate-report.txt").read_text().count("agent main") == 1
     out = capsys.readouterr().out
     assert "FAKE-fixture" not in out

@@ -18,12 +18,13 @@ from ductor import atomic
 from ductor.config import secrets as secret_names
 from ductor.cron import jobs as cron_jobs
 from ductor.errors import UsageError
-from ductor.migrate import config_map, state_map
+from ductor.migrate import config_map, state_map, webhooks_map
 from ductor.migrate.cli_sessions import Carry, claude_carries, gemini_carries
 from ductor.migrate.files import workspace_files
 from ductor.migrate.source import AgentHome, OriginalHome
 from ductor.migrate.toml_out import MARKER, config_text
 from ductor.paths import Paths, validate_agent_name
+from ductor.webhooks import store as webhook_store
 
 KEPT_ASIDE = "migrated-from-ductor-0.20"
 KEPT_ASIDE_README = """\
@@ -35,8 +36,6 @@ is lost:
 - `named_sessions.json`: named sessions (`/session`, `@name`). Named sessions are not
   built yet; their Claude session files were carried to the new workspace, so they can
   be taken over when they are.
-- `webhooks.json`: webhook definitions, with their tokens and HMAC secrets (this file is
-  readable only by you). Webhooks are not built yet; set them up again when they are.
 - `tasks.json`: background tasks of the original. Background tasks are not built yet.
 - `SHAREDMEMORY.md`: the shared memory of all agents (its text is also in each agent's
   MAINMEMORY.md).
@@ -65,6 +64,7 @@ class AgentPlan:
     left: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     jobs: list[cron_jobs.Job] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # webhook ids
     gemini_project: str | None = None  # to register for the new workspace
     settings: int = 0
     defaults: list[str] = field(default_factory=list)  # original keys left at our default
@@ -166,6 +166,7 @@ def _agent_plan(
         plan.writes.append(Write(dest, _json(document), "chat activity"))
         plan.dropped.extend(dropped)
     renamed = _cron(home, paths, agent, rooms, plan)
+    renamed.update(_webhooks(home, paths, agent, plan))
     new_workspace = paths.workspace(name)
     files = workspace_files(agent.workspace, new_workspace, renamed=renamed)
     plan.copies.extend(("workspace", carry) for carry in files.carries)
@@ -218,7 +219,7 @@ def _kept_aside(
     home: OriginalHome, agent: AgentHome, state: Path, plan: AgentPlan, claude_ids: list[str]
 ) -> None:
     aside = state / KEPT_ASIDE
-    names = ["named_sessions.json", "webhooks.json"]
+    names = ["named_sessions.json"]
     if agent.is_main:
         names += ["tasks.json", "SHAREDMEMORY.md"]
     kept = False
@@ -238,13 +239,25 @@ def _kept_aside(
                 is_claude = isinstance(session, dict) and session.get("provider") == "claude"
                 if is_claude and session.get("session_id"):
                     claude_ids.append(str(session["session_id"]))
-        if name == "webhooks.json":
-            plan.notes.append(
-                f"webhooks are not built yet: kept aside in {KEPT_ASIDE}/webhooks.json"
-                " (with their tokens and HMAC secrets, mode 0600)"
-            )
     if kept:
         plan.writes.append(Write(aside / "README.md", KEPT_ASIDE_README.encode(), "kept aside"))
+
+
+def _webhooks(
+    home: OriginalHome, paths: Paths, agent: AgentHome, plan: AgentPlan
+) -> dict[str, str]:
+    """Plan the agent's webhooks; returns original task folder → folder here."""
+    original = home.read_json(agent.home / "webhooks.json")
+    if original is None:
+        return {}
+    hooks, dropped = webhooks_map.map_webhooks(original)
+    plan.dropped.extend(dropped)
+    plan.hooks = sorted(hooks)
+    if hooks:
+        dest = paths.agent_state(agent.name) / webhook_store.FILE_NAME
+        text = webhook_store.render(hooks)
+        plan.writes.append(Write(dest, text.encode(), "webhooks", secret=True))
+    return webhooks_map.renamed_folders(original, hooks)
 
 
 def _cron(

@@ -28,6 +28,8 @@ def _agent(plan: AgentPlan) -> list[str]:
                 f"  config      {write.dest}  ({plan.settings} settings written,"
                 f" {len(plan.defaults)} keys at this product's default)"
             )
+        elif write.what == "webhooks":
+            lines.append(f"  webhooks    {write.dest}  ({', '.join(plan.hooks)}; mode 0600)")
         elif write.secret:
             lines.append(f"  {'secret':<11} {write.dest}  (mode 0600)")
         elif write.what == "sessions":
