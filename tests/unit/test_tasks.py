@@ -240,3 +240,17 @@ def test_an_inbox_envelope_for_a_malformed_session_is_set_aside(tmp_path: Path) 
         assert entry.state.value == "bad"
 
     asyncio.run(body())
+
+
+def test_a_task_made_without_a_chat_reports_to_the_allowed_users_of_the_primary_transport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = env_for(tmp_path)
+    config = AgentConfig(transports=("matrix",))
+    task_hub = TaskHub("main", paths.resolve(env=env), lambda: config, env)
+    monkeypatch.setattr(TaskHub, "launcher", property(lambda self: FakeLauncher()))
+    task = task_hub.create({"prompt": "x", "name": "orphan"}, "")
+    task_hub.cancel(task.id)
+    [entry] = Spool(task_hub.paths.spool("main")).inbox().list()
+    assert entry.envelope is not None
+    assert entry.envelope.routing == Routing(transport="mx", broadcast=True, origin="task orphan")

@@ -113,6 +113,7 @@ class TaskHub:
             effort=str(args.get("thinking") or config.reasoning_effort or ""),
             priority=priority,
             session=session,
+            transport=(config.outboxes or ("",))[0],
             created_at=time.time(),
             run=1,
         )

@@ -68,6 +68,7 @@ class Task:
     effort: str = ""
     priority: str = Priority.BACKGROUND.value
     session: str = ""  # transport:chat[:topic] the task reports to; "" = no chat
+    transport: str = ""  # with no chat: the outbox whose allowed users hear of it
     status: str = Status.STARTING.value
     created_at: float = 0.0
     started_at: float = 0.0

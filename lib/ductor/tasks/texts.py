@@ -198,6 +198,12 @@ def routing_of(task: Task) -> Routing | None:
     return Routing(transport=transport, chat_id=rest, origin=f"task {task.name}")
 
 
+def fallback_routing(task: Task) -> Routing:
+    """A task made without a chat reports to every allowed user of the agent's primary
+    transport (as it was when the task was made)."""
+    return Routing(transport=task.transport or "cli", broadcast=True, origin=f"task {task.name}")
+
+
 def _id(text: str) -> int | str:
     try:
         return int(text)
@@ -213,9 +219,7 @@ def result_envelope(
     agent: str, task: Task, result: str, memory_text: str, memory: Path
 ) -> Envelope:
     """The inbox envelope of a finished run (done, failed or cancelled)."""
-    routing = routing_of(task) or Routing(
-        transport="cli", broadcast=True, origin=f"task {task.name}"
-    )
+    routing = routing_of(task) or fallback_routing(task)
     status = {
         Status.DONE: ExecutionStatus.OK,
         Status.CANCELLED: ExecutionStatus.CANCELLED,
@@ -239,9 +243,7 @@ def result_envelope(
 
 
 def question_envelope(agent: str, task: Task, question: str) -> Envelope:
-    routing = routing_of(task) or Routing(
-        transport="cli", broadcast=True, origin=f"task {task.name}"
-    )
+    routing = routing_of(task) or fallback_routing(task)
     return Envelope.create(
         agent=agent,
         kind=Kind.TASK_QUESTION,
@@ -276,9 +278,7 @@ def session_envelope(
     agent: str, task: Task, result: str, buttons: tuple[tuple[Button, ...], ...] = ()
 ) -> Envelope:
     """The inbox envelope of a named session's run: a notice only, nothing injected."""
-    routing = routing_of(task) or Routing(
-        transport="cli", broadcast=True, origin=f"session {task.name}"
-    )
+    routing = routing_of(task) or fallback_routing(task)
     return Envelope.create(
         agent=agent,
         kind=Kind.SESSION,
