@@ -20,6 +20,7 @@ from ductor.cli.main import main
 from ductor.config import load_files
 from ductor.cron.jobs import JobStore
 from ductor.migrate.cli_sessions import project_slug
+from ductor.tasks.store import TaskStore
 from ductor.units import Manager
 from ductor.webhooks.store import HookStore
 
@@ -124,7 +125,10 @@ def test_a_run_writes_agents_that_load_and_leaves_the_original_untouched(
     )
     assert hook.prompt_template == "Push to {{repository}} by {{pusher}}" and hook.enabled
     assert stat.S_IMODE((state / "webhooks.toml").stat().st_mode) == 0o600
-    assert (state / "migrated-from-ductor-0.20" / "named_sessions.json").is_file()
+    [named] = [t for t in TaskStore(state, workspace).all() if t.kind == "session"]
+    original = json.loads((FIXTURE / "named_sessions.json").read_text())["sessions"][0]
+    assert (named.name, named.session, named.provider) == (original["name"], "tg:100", "claude")
+    assert named.session_id == "33333333-3333-4333-8333-333333333333" and not named.ended
     assert (home / "state" / "migrate-report.txt").read_text().count("agent main") == 1
     out = capsys.readouterr().out
     assert "FAKE-fixture" not in out

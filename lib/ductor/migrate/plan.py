@@ -24,19 +24,18 @@ from ductor.migrate.files import workspace_files
 from ductor.migrate.source import AgentHome, OriginalHome
 from ductor.migrate.toml_out import MARKER, config_text
 from ductor.paths import Paths, validate_agent_name
+from ductor.tasks import store as task_store
 from ductor.webhooks import store as webhook_store
 
 KEPT_ASIDE = "migrated-from-ductor-0.20"
 KEPT_ASIDE_README = """\
 # Kept from the original ductor
 
-`ductor migrate` put here what this product cannot use yet, unchanged, so that nothing
-is lost:
+`ductor migrate` put here what this product does not take over, unchanged, so that
+nothing is lost:
 
-- `named_sessions.json`: named sessions (`/session`, `@name`). Named sessions are not
-  built yet; their Claude session files were carried to the new workspace, so they can
-  be taken over when they are.
-- `tasks.json`: background tasks of the original. Background tasks are not built yet.
+- `tasks.json`: the original's record of its background tasks (their folders came across
+  to `workspace/tasks/`; the records are history and are not taken over).
 - `SHAREDMEMORY.md`: the shared memory of all agents (its text is also in each agent's
   MAINMEMORY.md).
 """
@@ -65,6 +64,7 @@ class AgentPlan:
     notes: list[str] = field(default_factory=list)
     jobs: list[cron_jobs.Job] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)  # webhook ids
+    named: list[str] = field(default_factory=list)  # named sessions, "name (chat)"
     gemini_project: str | None = None  # to register for the new workspace
     settings: int = 0
     defaults: list[str] = field(default_factory=list)  # original keys left at our default
@@ -158,7 +158,9 @@ def _agent_plan(
         plan.dropped.extend(result.dropped)
         claude_ids += [sid for provider, sid in result.cli_sessions if provider == "claude"]
         gemini_ids += [sid for provider, sid in result.cli_sessions if provider == "gemini"]
-    _kept_aside(home, agent, state, plan, claude_ids)
+    _kept_aside(home, agent, state, plan)
+    for provider, sid in _named_sessions(home, paths, agent, rooms, plan):
+        {"claude": claude_ids, "gemini": gemini_ids}.get(provider, []).append(sid)
     activity = home.read_json(agent.home / "chat_activity.json")
     if activity is not None:
         document, dropped = state_map.map_chat_activity(activity)
@@ -215,32 +217,39 @@ def _dotenv(
         plan.writes.append(Write(dest, data, ".env", secret=True))
 
 
-def _kept_aside(
-    home: OriginalHome, agent: AgentHome, state: Path, plan: AgentPlan, claude_ids: list[str]
-) -> None:
+def _kept_aside(home: OriginalHome, agent: AgentHome, state: Path, plan: AgentPlan) -> None:
+    if not agent.is_main:
+        return
     aside = state / KEPT_ASIDE
-    names = ["named_sessions.json"]
-    if agent.is_main:
-        names += ["tasks.json", "SHAREDMEMORY.md"]
     kept = False
-    for name in names:
+    for name in ("tasks.json", "SHAREDMEMORY.md"):
         data = home.read_bytes(agent.home / name)
-        if data is None:
-            continue
-        kept = True
-        plan.writes.append(Write(aside / name, data, "kept aside"))
-        if name == "named_sessions.json":
-            plan.notes.append(
-                "named sessions are not built yet: kept aside in"
-                f" {KEPT_ASIDE}/named_sessions.json (their Claude sessions are carried)"
-            )
-            parsed = home.read_json(agent.home / name)
-            for session in (parsed or {}).get("sessions") or []:
-                is_claude = isinstance(session, dict) and session.get("provider") == "claude"
-                if is_claude and session.get("session_id"):
-                    claude_ids.append(str(session["session_id"]))
+        if data is not None:
+            kept = True
+            plan.writes.append(Write(aside / name, data, "kept aside"))
     if kept:
         plan.writes.append(Write(aside / "README.md", KEPT_ASIDE_README.encode(), "kept aside"))
+
+
+def _named_sessions(
+    home: OriginalHome,
+    paths: Paths,
+    agent: AgentHome,
+    rooms: Mapping[int, str],
+    plan: AgentPlan,
+) -> list[tuple[str, str]]:
+    """Plan the agent's named sessions; returns (provider, CLI session id) of each."""
+    original = home.read_json(agent.home / "named_sessions.json")
+    if original is None:
+        return []
+    records, dropped = state_map.map_named_sessions(original, rooms=rooms)
+    plan.dropped.extend(dropped)
+    directory = paths.agent_state(agent.name) / task_store.RECORDS_DIR
+    for task in records:
+        data = _json(task.to_dict())
+        plan.writes.append(Write(directory / f"{task.id}.json", data, "named session"))
+    plan.named = [f"{t.name} ({t.session})" for t in records]
+    return [(t.provider, t.session_id) for t in records if t.session_id]
 
 
 def _webhooks(

@@ -28,6 +28,8 @@ def _agent(plan: AgentPlan) -> list[str]:
                 f"  config      {write.dest}  ({plan.settings} settings written,"
                 f" {len(plan.defaults)} keys at this product's default)"
             )
+        elif write.what == "named session":
+            continue
         elif write.what == "webhooks":
             lines.append(f"  webhooks    {write.dest}  ({', '.join(plan.hooks)}; mode 0600)")
         elif write.secret:
@@ -36,6 +38,8 @@ def _agent(plan: AgentPlan) -> list[str]:
             lines.append(f"  sessions    {write.dest}  ({sessions_count(plan)} chats)")
         elif not write.what.startswith("cron task"):
             lines.append(f"  {write.what:<11} {write.dest}")
+    if plan.named:
+        lines.append(f"  named       {_short(plan.named)} (continue with @name)")
     for job in plan.jobs:
         zone = job.timezone or "the agent's time zone"
         state = "" if job.enabled else ", disabled"

@@ -1,9 +1,10 @@
 """The original's state files → this product's: sessions (with their provider buckets),
-chat activity and cron jobs. Each function takes parsed JSON and returns the new
+chat activity, cron jobs and named sessions. Each function takes parsed JSON and returns the new
 document plus what it dropped, with the reason; nothing here touches a file."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from ductor.agent import sessions as session_store
 from ductor.config.schema import PROVIDERS, REASONING_EFFORTS
 from ductor.cron.jobs import Job, validate
 from ductor.errors import UsageError
+from ductor.tasks.store import Status as TaskStatus
+from ductor.tasks.store import Task, TaskKind
 
 Dropped = list[tuple[str, str]]
 
@@ -247,3 +250,51 @@ def _job(raw: Mapping[str, Any], rooms: Mapping[int, str]) -> tuple[Job, Dropped
         created_at=_iso(raw.get("created_at")) or "",
     )
     return validate(job), notes
+
+
+def map_named_sessions(
+    original: Mapping[str, Any], *, rooms: Mapping[int, str]
+) -> tuple[list[Task], Dropped]:
+    """``named_sessions.json`` → named-session records (``STATE/tasks/ID.json``), idle and
+    ready to be continued with ``@name``. The record's id is derived from the chat and
+    the name, so a second run finds the same record."""
+    dropped: Dropped = []
+    records: list[Task] = []
+    raw_sessions = original.get("sessions")
+    for index, raw in enumerate(raw_sessions if isinstance(raw_sessions, list) else []):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or not isinstance(name, str) or not name:
+            dropped.append((f"named_sessions.json session {index}", "no name"))
+            continue
+        where = f"named session {name}"
+        transport = str(raw.get("transport") or "tg")
+        chat, topic = raw.get("chat_id"), raw.get("topic_id")
+        raw_key = f"{transport}:{chat}" + (f":{topic}" if isinstance(topic, int) else "")
+        try:
+            key = session_key(raw_key, raw, rooms)
+        except ValueError as exc:
+            dropped.append((where, str(exc)))
+            continue
+        provider = str(raw.get("provider") or "")
+        if provider not in PROVIDERS:
+            dropped.append((where, f"{provider or 'no provider'} is not supported"))
+            continue
+        effort = str(raw.get("reasoning_effort") or "")
+        created = raw.get("created_at")
+        records.append(
+            Task(
+                id=hashlib.sha256(f"{key}\0{name}".encode()).hexdigest()[:8],
+                name=name,
+                prompt=str(raw.get("last_prompt") or raw.get("prompt_preview") or ""),
+                provider=provider,
+                model=str(raw.get("model") or ""),
+                effort=effort if effort in REASONING_EFFORTS else "",
+                session=key,
+                status=TaskStatus.DONE.value,
+                created_at=float(created) if isinstance(created, int | float) else 0.0,
+                session_id=str(raw.get("session_id") or ""),
+                run=_count(raw.get("message_count")),
+                kind=TaskKind.SESSION.value,
+            )
+        )
+    return records, dropped
