@@ -308,3 +308,30 @@ def test_sessions_lists_named_sessions_and_ends_them(agent: AgentProcess) -> Non
     assert "No named sessions." in pressed.text
     refused = command(agent, f"/session @{name} more")
     assert "Unknown provider, model or session" in refused
+
+
+def test_at_name_continues_a_named_session_in_the_foreground_streamed_and_tagged(
+    agent: AgentProcess,
+) -> None:
+    name = command(agent, "/session Plan the trip.").split("`")[1]
+    wait_for(lambda: any(t.startswith(f"**[{name}] Complete**") for t in texts_in_outbox(agent)))
+    events = agent.message(f"@{name} Now the budget.", session=CHAT)
+    end = final(events)
+    assert end.text.startswith(f"**[{name} | claude]**\n\n"), end.text
+    deltas = [e.text for e in events if e.type.value == "text"]
+    assert deltas[0] == f"**[{name} | claude]**\n\n" and len(deltas) > 1
+    session_runs = [r for r in runs(agent) if "--model" in r["argv"]]
+    assert "--resume" in session_runs[-1]["argv"]
+    assert "Now the budget." in str(session_runs[-1]["stdin"] or session_runs[-1]["argv"])
+    # Not the chat's own session: that one was never started.
+    assert agent.message("@nosuchsession hello", session=CHAT)[-1].type.value in ("final",)
+    command(agent, "/sessions")
+    final(
+        agent.call(
+            Request(
+                type=RequestType.BUTTON, id=new_request_id(), session=CHAT, data=f"nsc:end:{name}"
+            )
+        )
+    )
+    ended = final(agent.message(f"@{name} more", session=CHAT))
+    assert ended.text == (f"Session '{name}' has ended. Start a new one with `/session <prompt>`.")

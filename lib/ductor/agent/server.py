@@ -218,6 +218,8 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
         result = await commands.run_command_text(agent, request)
         if result is not None:
             conn.send(_final(request, result))
+        elif await session_commands.foreground(agent, request, conn):
+            pass  # `@name <text>`: a named session's follow-up, answered there
         elif request.text.strip() or request.files:
             _submit(agent, request, conn, TurnKind.MESSAGE, request.text)
         else:

@@ -11,16 +11,22 @@ background; ``/sessions`` lists the chat's sessions with End buttons.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ductor import protocol
 from ductor.agent.execute import SEP
+from ductor.agent.runner import CliNotFound, CliRun
 from ductor.agent.task_commands import hub
+from ductor.agent.turns import new_turn_id
 from ductor.errors import DuctorError
+from ductor.protocol import Events
+from ductor.providers.events import Error, Result, SessionStarted, TextDelta
 from ductor.providers.models import provider_for_model
 from ductor.tasks import texts
-from ductor.tasks.store import ACTIVE, Task, TaskKind
+from ductor.tasks.runner import build_spec
+from ductor.tasks.store import ACTIVE, Status, Task, TaskKind
 
 if TYPE_CHECKING:
     from ductor.agent.commands import CommandResult
@@ -91,7 +97,7 @@ def start(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
     return _result(
         f"**Session `{task.name}` started** {SEP} Running on"
         f" {LABELS.get(task.provider, task.provider)}{on}.\n"
-        f"Follow up: `/session @{task.name} <message>`"
+        f"Follow up: `@{task.name} <message>`"
     )
 
 
@@ -206,3 +212,97 @@ def end_chat_sessions(agent: Agent, session: str) -> int:
             stopped += task.state in ACTIVE
             tasks.end(task)
     return stopped
+
+
+# -- `@name <text>`: a follow-up in the foreground -------------------------------------
+
+_FOLLOW_UP = re.compile(r"@([A-Za-z][A-Za-z0-9]*)(?:\s+(.*))?", re.DOTALL)
+
+
+class Sink(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, event: protocol.Event) -> None: ...
+
+
+async def foreground(agent: Agent, request: protocol.Request, sink: Sink) -> bool:
+    """Continue the chat's named session NAME with ``@NAME <text>``, streamed to the
+    client and tagged ``**[NAME | provider]**``; False when the message names no named
+    session of the chat (it may be an ``@model`` directive)."""
+    if not request.text.lstrip().startswith("@"):  # every message passes here: stay cheap
+        return False
+    match = _FOLLOW_UP.fullmatch(request.text.strip())
+    if match is None or request.session is None:
+        return False
+    session, name, text = request.session, match.group(1).lower(), (match.group(2) or "").strip()
+    tasks = hub(agent)
+    found = [t for t in tasks.list(session, TaskKind.SESSION) if t.name == name]
+    if not found:
+        return False
+
+    def answer(text: str) -> None:
+        if sink.connected:
+            sink.send(Events.final(request.id, text=text, command=True))
+
+    task = found[-1]
+    if task.ended:
+        answer(f"Session '{name}' has ended. Start a new one with `/session <prompt>`.")
+        return True
+    if task.state in ACTIVE:
+        answer(f"Session '{name}' is still processing. Wait or use /stop to cancel.")
+        return True
+    if not text:
+        answer(f"Send `@{name} <text>` to continue session {name}.")
+        return True
+    started = time.time()
+    task = tasks.store.update(
+        task.id,
+        status=Status.RUNNING.value,
+        follow_up=text,
+        run=task.run + 1,
+        started_at=started,
+        error="",
+        cancel_requested=False,
+    )
+    run = CliRun(build_spec(task, agent.name, agent.paths, agent.config, agent.env))
+    tag = f"**[{name} | {task.provider}]**\n\n"
+    label = f"ns:{name}"
+    if sink.connected:
+        sink.send(Events.accepted(request.id, new_turn_id(), session))
+        sink.send(Events.text(request.id, tag))
+    agent.registry.add(session, label, run)
+    result, error, session_id = "", "", ""
+    try:
+        async for event in run.events():
+            if isinstance(event, TextDelta) and sink.connected:
+                sink.send(Events.text(request.id, event.text))
+            elif isinstance(event, SessionStarted):
+                session_id = event.session_id
+            elif isinstance(event, Result):
+                result, session_id = event.text, event.session_id or session_id
+                if event.is_error and not error:
+                    error = event.text or "the CLI reported an error"
+            elif isinstance(event, Error):
+                error = event.text
+    except CliNotFound as exc:
+        error = str(exc)
+    finally:
+        agent.registry.remove(session, label, run)
+    if run.stopped_by is not None and not error:
+        error = "stopped"
+    tasks.store.update(
+        task.id,
+        status=(Status.FAILED if error else Status.DONE).value,
+        completed_at=time.time(),
+        elapsed_seconds=round(time.time() - started, 1),
+        error=error,
+        session_id=session_id or task.session_id,
+        result_preview=result.strip()[: texts.RESULT_PREVIEW],
+    )
+    text = tag + (f"Failed: {error}" if error else result.strip())
+    if sink.connected:
+        sink.send(Events.final(request.id, text=text, session=session))
+    else:
+        agent.post_notice(session, text, origin=f"session {name}")
+    return True

@@ -23,7 +23,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ductor import config
 from ductor import log as ductor_log
@@ -33,6 +34,9 @@ from ductor.spool import Button, Spool
 from ductor.tasks import texts
 from ductor.tasks.store import ACTIVE, Status, Task, TaskKind, TaskStore
 from ductor.units import parse_instance
+
+if TYPE_CHECKING:
+    from ductor.agent.runner import RunSpec
 
 log = logging.getLogger("ductor.task")
 
@@ -47,17 +51,22 @@ class RunOutcome:
         self.cancelled = False
 
 
-async def run_cli(
-    task: Task, agent: str, paths: Paths, agent_config: config.AgentConfig
-) -> RunOutcome:
+def build_spec(
+    task: Task,
+    agent: str,
+    paths: Paths,
+    agent_config: config.AgentConfig,
+    env: Mapping[str, str],
+) -> RunSpec:
+    """The CLI run of one run of ``task``: in the workspace, resuming the task's own CLI
+    session for a follow-up, with the task's routing in the child's environment."""
     from ductor.agent.dotenv import agent_dotenv
-    from ductor.agent.runner import CliNotFound, CliRun, RunSpec
+    from ductor.agent.runner import RunSpec
     from ductor.agent.timeouts import TimeoutPolicy
+    from ductor.protocol import parse_session_key
     from ductor.providers import PermissionMode, Provider, TurnRequest
     from ductor.providers.env import ChildIdentity
-    from ductor.providers.events import Error, ErrorKind, Result, SessionStarted
 
-    outcome = RunOutcome()
     workspace = paths.workspace(agent)
     store = TaskStore(paths.agent_state(agent), workspace)
     mode = agent_config.permission_mode
@@ -80,19 +89,19 @@ async def run_cli(
         session_id=task.session_id or None if task.follow_up else None,
         extra_args=tuple(getattr(agent_config.cli_parameters, task.provider, ())),
     )
-    key = task.session.split(":") if task.session else []
+    key = parse_session_key(task.session) if task.session else None
     temp = paths.agent_state(agent) / "tmp"
     temp.mkdir(parents=True, exist_ok=True, mode=0o700)
-    spec = RunSpec(
+    return RunSpec(
         provider=provider,
         request=request,
         cwd=workspace,
-        env=os.environ,
+        env=env,
         identity=ChildIdentity(
             agent_name=agent,
-            chat_id=key[1] if len(key) > 1 else None,
-            topic_id=key[2] if len(key) > 2 else None,
-            transport=key[0] if key else None,
+            chat_id=key.chat if key else None,
+            topic_id=key.topic if key else None,
+            transport=key.transport if key else None,
             task_id=None if session_run else task.id,
             socket=str(paths.agent_socket(agent)),
         ),
@@ -100,6 +109,16 @@ async def run_cli(
         policy=TimeoutPolicy.from_config(agent_config.timeouts, timeout),
         temp_dir=temp,
     )
+
+
+async def run_cli(
+    task: Task, agent: str, paths: Paths, agent_config: config.AgentConfig
+) -> RunOutcome:
+    from ductor.agent.runner import CliNotFound, CliRun
+    from ductor.providers.events import Error, ErrorKind, Result, SessionStarted
+
+    outcome = RunOutcome()
+    spec = build_spec(task, agent, paths, agent_config, os.environ)
     cli = CliRun(spec)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
