@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from tests.process.agent_proc import REPO, AgentProcess, final
 from tests.process.real_clis import CLIS, MODELS, Stub, cli_env, installed, stub_for
 
 from ductor.migrate.cli_sessions import gemini_dir, gemini_projects, project_slug
+from ductor.protocol import Request, RequestType, new_request_id
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -153,3 +155,41 @@ def where_it_lives(setup: Setup, agent: AgentProcess, session_id: str) -> None:
         assert any(QUESTION in f.read_text() for f in new_chats.glob("*.jsonl"))
         assert not any(QUESTION in f.read_text() for f in old_chats.glob("*.jsonl"))
     # Codex resumes a thread by its id from any directory: nothing was moved.
+
+
+def test_a_migrated_named_session_continues_with_its_earlier_turns(tmp_path: Path) -> None:
+    binary = installed("claude")
+    stub = stub_for("claude")
+    home = tmp_path / "home"
+    shutil.copytree(FIXTURE, home / ".ductor", symlinks=True)
+    setup = Setup("claude", binary, stub, home, cli_env("claude", stub, home))
+    try:
+        session_id = start_conversation_with_the_original(setup)
+        file = home / ".ductor" / "named_sessions.json"
+        named = json.loads(file.read_text())
+        named["sessions"][0].update(session_id=session_id, model=MODELS["claude"])
+        file.write_text(json.dumps(named))
+        name = named["sessions"][0]["name"]
+        agent = migrated_agent(setup, tmp_path)
+        assert run_migrate(agent, setup).returncode == 0
+        stub.requests.clear()
+        agent.start()
+        try:
+            request = Request(
+                type=RequestType.COMMAND,
+                id=new_request_id(),
+                session="tg:100",
+                text=f"/session @{name} {QUESTION}",
+            )
+            sent = final(agent.call(request)).text
+            assert sent.startswith(f"**[{name}] Follow-up sent**"), sent
+            deadline = time.monotonic() + 60
+            while not any(QUESTION in json.dumps(r) for r in stub.requests):
+                assert time.monotonic() < deadline, agent.log()[-3000:]
+                time.sleep(0.1)
+        finally:
+            agent.stop()
+        asked = next(r for r in stub.requests if QUESTION in json.dumps(r))
+        assert "my cat is called Miso" in json.dumps(asked)
+    finally:
+        stub.close()
