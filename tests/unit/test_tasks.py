@@ -254,3 +254,22 @@ def test_a_task_made_without_a_chat_reports_to_the_allowed_users_of_the_primary_
     [entry] = Spool(task_hub.paths.spool("main")).inbox().list()
     assert entry.envelope is not None
     assert entry.envelope.routing == Routing(transport="mx", broadcast=True, origin="task orphan")
+
+
+def test_a_task_for_a_matrix_room_gets_the_whole_room_id_as_its_chat(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    task = Task(
+        id="1f2e3d4c",
+        name="m",
+        prompt="p",
+        provider="claude",
+        model="opus",
+        session="mx:!abc:example.org",
+    )
+    spec = runner.build_spec(task, "main", paths.resolve(env=env), AgentConfig(), env)
+    assert spec.identity is not None
+    variables = spec.identity.variables()
+    assert variables["DUCTOR_CHAT_ID"] == "!abc:example.org"
+    assert "DUCTOR_TOPIC_ID" not in variables
+    assert variables["DUCTOR_TASK_ID"] == "1f2e3d4c"
+    assert variables["DUCTOR_AGENT_SOCKET"].endswith("/main/agent.sock")
