@@ -20,6 +20,7 @@ from ductor.units import (
     unit_name,
     write_dropin,
 )
+from ductor.webhooks import units as webhook_units
 
 TARGET_TEMPLATE = "ductor@.target"
 
@@ -30,6 +31,7 @@ class Wanted:
 
     template: str
     transport: str | None = None  # only when this transport is configured
+    webhooks: bool = False  # only with [webhooks] enabled
 
 
 # What ``ductor@NAME.target`` pulls in, where the template is installed.
@@ -37,6 +39,8 @@ WANTED = (
     Wanted("ductor-agent@.socket"),
     Wanted("ductor-telegram@.service", transport="telegram"),
     Wanted("ductor-matrix@.service", transport="matrix"),
+    Wanted(webhook_units.SOCKET_TEMPLATE, webhooks=True),
+    Wanted(webhook_units.RUN_PATH_TEMPLATE, webhooks=True),
 )
 
 
@@ -192,6 +196,8 @@ def wanted_units(paths: Paths, manager: Manager, name: str) -> list[str]:
             continue
         if wanted.transport is not None and wanted.transport not in cfg.transports:
             continue
+        if wanted.webhooks and not cfg.webhooks.enabled:
+            continue
         units.append(unit_name(wanted.template, name))
     return units
 
@@ -279,9 +285,12 @@ def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
         changed = write_dropin(directory, service, limits, command=command) or changed
     else:
         changed = remove_dropin(directory, service) or changed
-    if changed:
+    listen = webhook_units.sync_socket(directory, name, agent_config, command=command)
+    if changed or listen:
         manager.daemon_reload()
-    return changed
+    if listen:
+        webhook_units.restart_socket(manager, name)
+    return changed or listen
 
 
 def _heartbeat_units(paths: Paths, manager: Manager, name: str, directory: Path) -> list[str]:
@@ -319,6 +328,7 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     unschedule_all(manager, name)
     directory = unit_dir(manager.mode)
     changed = remove_dropin(directory, target(name))
+    changed = remove_dropin(directory, unit_name(webhook_units.SOCKET_TEMPLATE, name)) or changed
     for timer in _heartbeat_units(paths, manager, name, directory):
         manager.systemctl("disable", "--now", timer, check=False)
         changed = remove_dropin(directory, timer) or changed

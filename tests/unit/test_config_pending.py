@@ -77,12 +77,12 @@ def run_service(paths: Paths, monkeypatch: pytest.MonkeyPatch, **options: bool) 
 def test_the_agent_daemon_logs_each_pending_setting_once_at_start(
     paths: Paths, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    write_agent(paths, 'language = "de"\n[webhooks]\nenabled = true\n')
+    write_agent(paths, 'language = "de"\n[cleanup]\ncheck_hour = 4\n')
     assert run_service(paths, monkeypatch, report_pending=True) == 0
     warned = [line for line in capfd.readouterr().err.splitlines() if "not yet acted on" in line]
     assert len(warned) == 2
     assert f"{paths.agent_config('main')}:1: language " in warned[0]
-    assert "webhooks.enabled" in warned[1]
+    assert "cleanup.check_hour" in warned[1]
 
 
 def test_other_programs_do_not_repeat_the_warnings(

@@ -27,7 +27,6 @@ PENDING: dict[str, str] = {
     "streaming.max_edit_failures": "failed edits are retried by the sender, not counted",
     "timeouts.background": "named sessions are not built yet",
     "cleanup.": "the cleanup timer is not built yet",
-    "webhooks.": "webhooks are not built yet",
     "memory.flush.": "the pre-compaction memory flush is not built yet",
     "memory.compaction.": "memory compaction is not built yet",
     "notifications.upgrade_targets": "upgrade notices are not built yet",

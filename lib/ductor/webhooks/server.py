@@ -32,6 +32,7 @@ from ductor.webhooks import dispatch
 from ductor.webhooks.auth import authorized
 from ductor.webhooks.render import render
 from ductor.webhooks.store import Hook, HookStore
+from ductor.webhooks.units import listen_address
 
 log = logging.getLogger("ductor.webhook")
 
@@ -80,8 +81,7 @@ class App:
         self.config = agent_config
         self.store = HookStore(paths.agent_state(agent))
         self.limiter = RateLimiter(agent_config.webhooks.rate_limit_per_minute)
-        self.shared_token = config.read_secret(paths, agent, config.WEBHOOK_TOKEN) or ""
-        self.shared_token = self.shared_token.strip()
+        self.shared_token = shared_token(paths, agent)
         self.active = 0
         self.last_activity = time.monotonic()
         self.lock = threading.Lock()
@@ -143,6 +143,25 @@ class App:
         )
         log.info("webhook %s accepted (%s): %s", hook.id, hook.mode, envelope)
         return {"accepted": True, "hook_id": hook.id}
+
+
+MIN_SHARED_TOKEN = 16
+PLACEHOLDER = "unset"  # what the system units set when there is no webhook-token
+
+
+def shared_token(paths: Paths, agent: str) -> str:
+    """The agent's ``webhook-token`` secret, which every bearer hook also accepts; "" when
+    it is not set or too short to be a token (a guessable token is worse than none)."""
+    token = (config.read_secret(paths, agent, config.WEBHOOK_TOKEN) or "").strip()
+    if token and len(token) < MIN_SHARED_TOKEN:
+        if token != PLACEHOLDER:
+            log.warning(
+                "the webhook-token secret of %s is shorter than %d characters: ignored",
+                agent,
+                MIN_SHARED_TOKEN,
+            )
+        return ""
+    return token
 
 
 def _now() -> str:
@@ -307,10 +326,6 @@ def bind(listen: str) -> socket.socket:
         sock.bind((host, int(port)))
     sock.listen(64)
     return sock
-
-
-def listen_address(webhooks: config.WebhooksConfig) -> str:
-    return webhooks.listen or f"{webhooks.host}:{webhooks.port}"
 
 
 def serve(agent: str, paths: Paths, *, idle_exit: float, env: Mapping[str, str]) -> int:
