@@ -20,9 +20,9 @@ CHAT = "100"
 CONFIG = BASE_CONFIG + "\n[telegram]\nallowed_user_ids = [{user}]\n"
 
 
-def start(root: Path, name: str, user: int) -> AgentProcess:
+def start(root: Path, name: str, user: int, **fake: str) -> AgentProcess:
     process = AgentProcess(root, name=name, config=CONFIG.format(user=user))
-    values = {"FAKECLI_RECORD": str(root / f"runs-{name}.jsonl")}
+    values = {"FAKECLI_RECORD": str(root / f"runs-{name}.jsonl"), **fake}
     file = root / "config" / "credentials" / name / ".env"
     file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -236,3 +236,36 @@ def test_rule_files_name_the_other_agents_and_how_to_ask_them(
     assert "`main`:" not in rules
     listed = json.loads(tool(main, "list_agents").stdout)
     assert [a["name"] for a in listed["agents"]] == ["main", "research"]
+
+
+def test_a_second_ask_continues_the_conversation_and_new_starts_it_afresh(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    for args in (("research", "First?"), ("research", "Second?"), ("--new", "research", "Third?")):
+        result = tool(main, "ask_agent", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    first, second, third = runs(research)
+    assert "--resume" not in first
+    assert "--resume" in second  # the same inter-agent session
+    assert "--resume" not in third  # --new ended it
+
+
+def test_a_failed_async_request_reaches_the_senders_chat_as_inter_agent_request_failed(
+    tmp_path: Path,
+) -> None:
+    main = start(tmp_path, "main", 100).start()
+    research = start(tmp_path, "research", 200, FAKECLI_SCENARIO="claude-error-500").start()
+    try:
+        result = tool(main, "ask_agent_async", "--silent", "research", "Do the thing.")
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(lambda: len(outbox(main)) >= 1)
+        time.sleep(1.0)
+        texts = texts_in_outbox(main)
+        assert len(texts) == 1, texts
+        assert texts[0].startswith("**Inter-Agent Request Failed**\nAgent: `research`")
+        assert "Request: Do the thing." in texts[0]
+        assert runs(main) == []  # a failure is told, not injected
+    finally:
+        main.stop()
+        research.stop()
