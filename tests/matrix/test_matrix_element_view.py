@@ -320,9 +320,12 @@ def test_an_emptied_allowlist_leaves_no_room_until_confirmed_and_doctor_names_th
 
 
 def test_a_message_in_a_thread_is_answered_in_the_thread_as_its_own_session(
-    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+    tmp_path: Path, bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
 ) -> None:
-    bot = bot_for()
+    answer = tmp_path / "answer.jsonl"
+    bot = bot_for(FAKECLI_SCENARIO=str(answer))
+    (bot.agent.workspace / "notes.txt").write_text("notes\n")
+    scenario(tmp_path, f"Noted.\n<file:{bot.agent.workspace / 'notes.txt'}>")
     room = bot.dm()
     alice = matrix_users.alice
     root = synapse.send_text(alice.access_token, room, "a topic of its own")
@@ -339,12 +342,14 @@ def test_a_message_in_a_thread_is_answered_in_the_thread_as_its_own_session(
         "m.room.message",
         {"msgtype": "m.text", "body": "more on it", "m.relates_to": relation},
     )
-    bot.wait_bodies(room, 2)
-    main, threaded = bot.bot_messages(room)
-    assert main["content"].get("m.relates_to", {}).get("rel_type") != "m.thread"
-    relates = threaded["content"]["m.relates_to"]
+    bot.wait_bodies(room, 4)  # an answer and its file, twice
+    texts = [e for e in bot.bot_messages(room) if e["content"]["msgtype"] == "m.text"]
+    files = [e for e in bot.bot_messages(room) if e["content"]["msgtype"] == "m.file"]
+    assert texts[0]["content"].get("m.relates_to", {}).get("rel_type") != "m.thread"
+    relates = texts[1]["content"]["m.relates_to"]
     assert (relates["rel_type"], relates["event_id"]) == ("m.thread", root)
     assert relates["m.in_reply_to"]["event_id"] == asked
+    assert files[1]["content"]["m.relates_to"]["event_id"] == root  # the file, too
     sessions = (bot.agent.state / "sessions.json").read_text()
     assert f"mx:{room}:{root}" in sessions and f'"mx:{room}"' in sessions
 

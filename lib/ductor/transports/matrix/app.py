@@ -949,7 +949,7 @@ class MatrixTransport:
         if buttons and last:
             await self.offer_buttons(incoming.room_id, last, buttons)
         for path in final.get_strings("files"):
-            await self.send_file_or_note(incoming.room_id, Path(path))
+            await self.send_file_or_note(incoming.room_id, Path(path), thread=incoming.thread)
 
     async def offer_buttons(
         self, room: str, event_id: str, buttons: list[Button], *, typed: bool = True
@@ -1023,7 +1023,7 @@ class MatrixTransport:
         pieces = render(markdown, encrypted=self.crypto.is_encrypted(room))
         return [await self.send_html(room, body, html, thread=thread) for body, html in pieces]
 
-    async def send_file(self, room: str, path: Path) -> str:
+    async def send_file(self, room: str, path: Path, *, thread: str = "") -> str:
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         size = path.stat().st_size
         media.check_upload_size(size)
@@ -1051,21 +1051,28 @@ class MatrixTransport:
             content["file"] = {**file, "url": answer.content_uri}
         else:
             content["url"] = answer.content_uri
+        if thread:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": thread},
+            }
         return await self.send_event(room, "m.room.message", content)
 
-    async def send_file_or_note(self, room: str, path: Path) -> str:
+    async def send_file_or_note(self, room: str, path: Path, *, thread: str = "") -> str:
         """Send ``path``, or a note saying why it could not be (never raises)."""
         problem = ""
         if not self.file_allowed(path):
             problem = f"Could not send {path.name}: it is not allowed."
         else:
             try:
-                return await self.send_file(room, path)
+                return await self.send_file(room, path, thread=thread)
             except (DuctorError, *NETWORK_ERRORS) as exc:
                 log.warning("could not send %s to %s: %s", path, room, exc)
                 problem = f"Could not send {path.name}: {exc}"
         with contextlib.suppress(DuctorError, *NETWORK_ERRORS):
-            return (await self.send_markdown(room, f"_{problem}_"))[-1]
+            return (await self.send_markdown(room, f"_{problem}_", thread=thread))[-1]
         return ""
 
     def direct_room(self, user_id: str) -> str | None:

@@ -157,5 +157,5 @@ class MatrixOutbox(DrainLoop):
             await self.transport.offer_buttons(room, last, buttons)
             ids.append(last)
         for path in payload.files:
-            ids.append(await self.transport.send_file_or_note(room, Path(path)))
+            ids.append(await self.transport.send_file_or_note(room, Path(path), thread=thread))
         return ids
