@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -335,3 +336,26 @@ def test_at_name_continues_a_named_session_in_the_foreground_streamed_and_tagged
     )
     ended = final(agent.message(f"@{name} more", session=CHAT))
     assert ended.text == (f"Session '{name}' has ended. Start a new one with `/session <prompt>`.")
+
+
+def test_a_named_session_cut_short_by_a_shutdown_is_resumed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    process = start(tmp_path, FAKECLI_DELAY_MS="1000")
+    try:
+        name = command(process, "/session Write the report.").split("`")[1]
+        [record] = (process.state / "tasks").glob("*.json")
+        wait_for(lambda: json.loads(record.read_text())["status"] == "running")
+        wait_for(lambda: len(runs(process)) == 1)  # the CLI runs
+        process.stop()
+        os.kill(json.loads(record.read_text())["pid"], signal.SIGTERM)  # as a shutdown does
+        wait_for(lambda: json.loads(record.read_text())["status"] == "failed")
+        assert texts_in_outbox(process) == []  # no "Cancelled": it was not the user
+        process.start()
+        wait_for(lambda: any(f"[{name}] Complete" in t for t in texts_in_outbox(process)), 30)
+        texts = texts_in_outbox(process)
+        assert texts[0] == f"**Auto-Recovery** ─── Resuming background session **{name}**"
+        assert len([t for t in texts if f"[{name}] Complete" in t]) == 1
+        assert "Write the report." in str(runs(process)[-1]["stdin"])
+    finally:
+        process.stop()

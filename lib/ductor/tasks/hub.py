@@ -22,7 +22,7 @@ from ductor.config import AgentConfig
 from ductor.errors import UsageError
 from ductor.paths import Paths
 from ductor.providers.models import provider_for_model
-from ductor.spool import Spool
+from ductor.spool import Envelope, Kind, Payload, Spool
 from ductor.tasks import runner, texts
 from ductor.tasks.launch import Launcher
 from ductor.tasks.store import (
@@ -57,6 +57,7 @@ class TaskHub:
     paths: Paths
     config: Callable[[], AgentConfig]
     env: Mapping[str, str]
+    recovered: bool = False  # named sessions cut short by a shutdown were resumed
 
     @property
     def store(self) -> TaskStore:
@@ -284,6 +285,34 @@ class TaskHub:
                 self.cancel(task.id)
         return self.store.get(task.id) or task
 
+    def recover_sessions(self) -> int:
+        """Resume the named sessions whose run a shutdown cut short; the chat is told."""
+        resumed = 0
+        for found in self.store.all():
+            if found.kind != TaskKind.SESSION or not found.interrupted:
+                continue
+            task = self.store.update(found.id, interrupted=False)
+            if task.ended or task.state in ACTIVE:
+                continue
+            routing = texts.routing_of(task)
+            if routing is not None:
+                Spool(self.paths.spool(self.agent), served=self.config().outboxes).post(
+                    Envelope.create(
+                        agent=self.agent,
+                        kind=Kind.NOTICE,
+                        envelope_id=f"task-{task.id}-{task.run}-recovery",
+                        routing=routing,
+                        payload=Payload(
+                            text=f"**Auto-Recovery** {texts.SEP} Resuming background session"
+                            f" **{task.name}**"
+                        ),
+                    )
+                )
+            with contextlib.suppress(TaskRefused):
+                self.follow_up(task, task.follow_up or task.prompt)
+                resumed += 1
+        return resumed
+
     # -- upkeep -----------------------------------------------------------------------
 
     def reconcile(self, now: float | None = None) -> int:
@@ -291,6 +320,9 @@ class TaskHub:
 
         Returns how many runs were reported here."""
         now = time.time() if now is None else now
+        if not self.recovered:  # the first upkeep of this agent's run
+            self.recovered = True
+            self.recover_sessions()
         reported = 0
         for task in self.store.all():
             if task.state not in ACTIVE:

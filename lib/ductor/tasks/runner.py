@@ -173,7 +173,15 @@ def run_task(agent: str, task_id: str, paths: Paths) -> int:
     )
     outcome = asyncio.run(run_cli(task, agent, paths, agent_config))
     latest = store.require(task_id)
-    if outcome.cancelled or latest.cancel_requested:
+    # A named session's run stopped by a shutdown (or a stop of its unit), not by the
+    # user: the agent resumes it at its next start ("Auto-Recovery").
+    interrupted = (
+        latest.kind == TaskKind.SESSION and outcome.cancelled and not latest.cancel_requested
+    )
+    if interrupted:
+        status = Status.FAILED
+        outcome.error = "interrupted by a shutdown"
+    elif outcome.cancelled or latest.cancel_requested:
         status = Status.CANCELLED
     elif outcome.error:
         status = Status.FAILED
@@ -192,8 +200,9 @@ def run_task(agent: str, task_id: str, paths: Paths) -> int:
         session_id=outcome.session_id or latest.session_id,
         num_turns=latest.num_turns + outcome.turns,
         pid=0,
+        interrupted=interrupted,
     )
-    if status is not Status.WAITING:
+    if status is not Status.WAITING and not interrupted:
         report(agent, task, outcome.text, paths, agent_config)
     log.info("task %s: %s in %.1f s", task.id, status, elapsed)
     return 0

@@ -87,6 +87,7 @@ class Task:
     pid: int = 0  # the runner's pid when started as a plain process (no systemd)
     kind: str = "task"  # "task", or "session": a named session's background run
     ended: bool = False  # a named session the user ended
+    interrupted: bool = False  # a named session's run a shutdown cut short: resumed at start
 
     @property
     def state(self) -> Status:
