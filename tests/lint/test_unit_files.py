@@ -26,6 +26,8 @@ SECURITY_THRESHOLDS = {
     "ductor-telegram@.service": 2.5,
     "ductor-matrix@.service": 2.5,
     "ductor-reload@.service": 2.5,
+    # Reads the config, writes the agents' memory files: no network, like reload.
+    "ductor-shared-memory.service": 2.5,
     # The webhook endpoint faces the network: no more than a transport.
     "ductor-webhook@.service": 2.5,
     # A webhook task is a CLI run like a cron run: the same sandbox and the same score.

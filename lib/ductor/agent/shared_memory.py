@@ -95,9 +95,7 @@ def sync_memory(paths: Paths, name: str, shared: str | None = None) -> bool:
     try:
         memory = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if not shared.strip():
-            return False
-        memory = ""
+        return False  # the agent's first start writes its memory, then syncs
     wanted = merged_memory(memory, shared)
     if wanted == memory:
         return False
