@@ -325,3 +325,54 @@ def test_a_wake_call_is_answered_in_the_telegram_chat_by_the_running_agent(
             webhook.stop()
             transport.stop()
             agent.stop()
+
+
+def test_the_agents_webhook_add_tool_makes_a_hook_that_answers_the_chat_it_was_made_in(
+    server: tuple[AgentProcess, WebhookServer],
+) -> None:
+    from ductor.agent.workspace import ensure_workspace
+
+    agent, webhook = server
+    ensure_workspace(agent.workspace, agent="main", providers=["claude"])
+    tool = agent.workspace / "tools" / "webhook_tools" / "webhook_add.py"
+    env = agent.env | {
+        "PATH": f"{REPO / 'bin'}:{Path(sys.executable).parent}:{agent.env['PATH']}",
+        "DUCTOR_AGENT_NAME": "main",
+        "DUCTOR_CHAT_ID": "-100555",
+        "DUCTOR_TOPIC_ID": "7",
+        "DUCTOR_TRANSPORT": "tg",
+    }
+    tutorial = subprocess.run(
+        [sys.executable, str(tool)], env=env, capture_output=True, text=True, check=True
+    )
+    assert "Usage: webhook_add.py ID --prompt TEMPLATE" in tutorial.stdout
+    made = subprocess.run(
+        [sys.executable, str(tool), "deploys", "--prompt", "Deployed {{version}}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    hook = json.loads(made.stdout)
+    assert (hook["chat_id"], hook["topic_id"], hook["transport"]) == ("-100555", "7", "tg")
+    assert hook["url"] == f"{webhook.url}/hooks/deploys"
+    answer = webhook.post(
+        "deploys", b'{"version": "1.2"}', {**JSON, "Authorization": f"Bearer {hook['token']}"}
+    )
+    assert answer.status_code == 202
+    (file,) = (agent.state / "spool" / "inbox" / "new").glob("*")
+    routing = json.loads(file.read_text())["routing"]
+    assert (routing["chat_id"], routing["topic_id"]) == (-100555, 7)
+    status = subprocess.run(
+        [sys.executable, str(REPO / "bin" / "ductor"), "status", "main", "--json"],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (deploys,) = [h for h in json.loads(status.stdout)["webhooks"]["main"] if h["id"] == "deploys"]
+    assert deploys["last_call"]["last_status"] == 202
+    assert deploys["last_call"]["last_result"] == "queued"

@@ -20,6 +20,7 @@ from ductor.agent import cron_selector, selectors, session_commands, task_comman
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
 from ductor.tasks.store import TaskKind
+from ductor.webhooks import status as webhook_status
 
 if TYPE_CHECKING:
     from ductor.agent.core import Agent
@@ -165,6 +166,10 @@ async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> Command
     if lane is not None and lane.busy:
         lines.append(f"running: {'yes' if lane.running else 'no'} · queued: {len(lane.pending)}")
     lines.append(f"**Agent** {SEP} {agent.name}: {agent.status_line()}")
+    hooks = await asyncio.to_thread(webhook_status.lines, agent.state_dir)
+    if hooks:
+        lines.append(f"**Webhooks** {SEP}")
+        lines += hooks
     lines.append(f"**CLIs** {SEP}")
     dotenv = agent.dotenv.values()
     for provider in ("claude", "codex", "gemini"):

@@ -10,6 +10,7 @@ from ductor import agents
 from ductor.cli.context import Context, table
 from ductor.paths import Mode
 from ductor.units import Manager, parse_instance
+from ductor.webhooks import status as webhook_status
 
 PROPERTIES = (
     "Id",
@@ -123,6 +124,7 @@ def run_status(ctx: Context, args: argparse.Namespace) -> int:
                 "agents": names,
                 "units": [asdict(s) for s in statuses],
                 "manager_problem": problem,
+                "webhooks": {n: webhook_status.summary(ctx.paths.agent_state(n)) for n in names},
             }
         )
         return 0
@@ -135,7 +137,16 @@ def run_status(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     header = ["agent", "unit", "active", "enabled", "since", "restarts", "memory", "next"]
     ctx.print(table([s.row() for s in statuses], header))
+    _print_webhooks(ctx, names)
     return 0
+
+
+def _print_webhooks(ctx: Context, names: list[str]) -> None:
+    hooks = [(n, line) for n in names for line in webhook_status.lines(ctx.paths.agent_state(n))]
+    if hooks:
+        ctx.print("\nwebhooks (last call):")
+        for name, line in hooks:
+            ctx.print(f"  {name}/{line}")
 
 
 def run_list(ctx: Context, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 from ductor import agents
 from ductor.cli.context import Context, table
 from ductor.errors import UsageError
+from ductor.webhooks.status import last_call_line
 from ductor.webhooks.store import AuthMode, Hook, HookStore, Mode
 
 SAMPLE_PAYLOAD = {"event": "test", "message": "a test call from `ductor webhook test`"}
@@ -133,18 +134,6 @@ def route(hook: Hook) -> str:
         return "answers the main user"
     where = f"answers chat {hook.chat_id}" + (f" topic {hook.topic_id}" if hook.topic_id else "")
     return where + (f" ({hook.transport})" if hook.transport else "")
-
-
-def last_call_line(last: Mapping[str, Any]) -> str:
-    """``2026-12-07T10:00:00+00:00 → ok`` (what ``ductor status`` shows too)."""
-    when = last.get("last_called_at") or "never"
-    result = last.get("last_result") or "-"
-    line = f"{when} → {result}"
-    if last.get("last_error"):
-        line += f" ({last['last_error']})"
-    if last.get("last_refused"):
-        line += f"; last refused: {last['last_refused']} at {last.get('last_refused_at', '?')}"
-    return line
 
 
 def run_add(ctx: Context, args: argparse.Namespace) -> int:
