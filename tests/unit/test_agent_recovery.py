@@ -186,7 +186,11 @@ def test_after_a_reboot_the_chat_is_told_a_reboot_was_detected(harness: Harness)
 
     assert report.kind == recovery.REBOOT
     assert harness.submitted[0].record.recovery_reason == "reboot"
-    assert harness.texts() == ["Reboot detected: resuming your last request.\n“message 1”"]
+    # the agent's start-up notice after a reboot, then the notice of the resumed turn
+    assert harness.texts() == [
+        "**Bot Started** — system reboot detected, back online.",
+        "Reboot detected: resuming your last request.\n“message 1”",
+    ]
 
 
 def test_a_recovery_interrupted_again_is_given_up_and_the_chat_asked_to_resend(
