@@ -53,3 +53,24 @@ def test_the_real_cli_creates_a_task_whose_result_is_answered_in_the_chat_once(
         assert any("TASK RULES (MANDATORY)" in b for b in bodies)
     finally:
         agent.stop()
+
+
+def test_a_named_session_of_the_real_cli_answers_in_the_background_and_then_in_the_foreground(
+    real_claude: Path, anthropic_stub: AnthropicStub, tmp_path: Path
+) -> None:
+    anthropic_stub.set_behaviour("echo")
+    agent = start_agent(real_claude, anthropic_stub, tmp_path)
+    try:
+        started = final(agent.message("/session first question", session="tg:100"))
+        name = started.text.split("`")[1]
+        wait_for(lambda: bool(outbox(agent)), timeout=60)
+        [posted] = texts_in_outbox(agent)
+        assert posted.startswith(f"**[{name}] Complete**")
+        assert "ECHO: first question" in posted
+        events = agent.message(f"@{name} second question", session="tg:100")
+        end = final(events)
+        assert end.text == f"**[{name} | claude]**\n\nECHO: second question"
+        conversation = str(anthropic_stub.requests[-1]["messages"])
+        assert "first question" in conversation  # the same CLI session, resumed
+    finally:
+        agent.stop()
