@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.process.agent_proc import BASE_CONFIG, AgentProcess
+from tests.process.agent_proc import BASE_CONFIG, AgentProcess, final
+
+from ductor import protocol
+from ductor.protocol import Request, RequestType, new_request_id
 
 CHAT = "100"
 CONFIG = BASE_CONFIG + "\n[telegram]\nallowed_user_ids = [{user}]\n"
@@ -266,6 +269,47 @@ def test_a_failed_async_request_reaches_the_senders_chat_as_inter_agent_request_
         assert texts[0].startswith("**Inter-Agent Request Failed**\nAgent: `research`")
         assert "Request: Do the thing." in texts[0]
         assert runs(main) == []  # a failure is told, not injected
+    finally:
+        main.stop()
+        research.stop()
+
+
+def command(agent: AgentProcess, text: str) -> str:
+    request = Request(type=RequestType.COMMAND, id=new_request_id(), session="tg:100", text=text)
+    return final(agent.call(request)).text
+
+
+def test_agents_lists_every_agent_with_its_model_and_whether_it_runs(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    research.stop()
+    listed = command(main, "/agents")
+    assert "**main** (this agent): claude/opus" in listed, listed
+    assert "**research**: claude/opus" in listed
+    assert "not running" in listed.split("**research**")[1]
+    assert "no agent named" in command(main, "/agent_start nobody").lower()
+
+
+def test_stop_all_in_one_agents_chat_stops_the_turn_running_on_the_other_agent(
+    tmp_path: Path,
+) -> None:
+    main = start(tmp_path, "main", 100).start()
+    research = start(tmp_path, "research", 200, FAKECLI_SCENARIO="claude-interrupt").start()
+    try:
+        request = Request(
+            type=RequestType.MESSAGE, id=new_request_id(), session="tg:200", text="Work long."
+        )
+        with protocol.client.connect(research.socket, request, timeout=30) as exchange:
+            events = exchange.events()
+            while next(events).type is not protocol.EventType.ACCEPTED:
+                pass
+            time.sleep(1.0)  # the CLI runs (and stalls until it is signalled)
+            answer = command(main, "/stop_all")
+            rest = list(events)
+        assert answer == "Stopped 1 process(es) across all agents.", answer
+        assert rest[-1].type is protocol.EventType.FINAL
+        assert rest[-1].get_str("stopped") == "stop"
     finally:
         main.stop()
         research.stop()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ductor import __version__, clipath, protocol
-from ductor.agent import cron_selector, selectors, session_commands, task_commands
+from ductor.agent import agent_commands, cron_selector, selectors, session_commands, task_commands
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
 from ductor.tasks.store import TaskKind
@@ -43,7 +43,7 @@ HELP = """**Commands**
 /reset: fresh session with the current model
 /stop: stop the running answer and drop queued messages
 /interrupt: interrupt the running answer (like Ctrl-C); queued messages go on
-/stop_all: stop everything this agent runs
+/stop_all: stop everything every agent runs
 /model: choose the model (`/model sonnet` switches directly)
 /effort: choose the reasoning effort for this chat
 /cron: the cron jobs: pause, resume, last runs
@@ -53,6 +53,11 @@ HELP = """**Commands**
 /status: session, queue and CLI state
 /memory: show the agent's long-term memory
 /diagnose: versions, config and recent log lines
+/agents: the agents of this machine and their state
+/agent_start: turn an agent on (`/agent_start NAME`)
+/agent_stop: turn an agent off (`/agent_stop NAME`)
+/agent_restart: restart an agent (`/agent_restart NAME`)
+/agent_commands: how the agents work together
 /info: about ductor
 /help: this list
 
@@ -304,6 +309,11 @@ COMMANDS: dict[str, Handler] = {
     "/help": cmd_help,
     "/start": cmd_help,
     "/info": cmd_info,
+    "/agents": agent_commands.cmd_agents,
+    "/agent_start": agent_commands.cmd_agent_start,
+    "/agent_stop": agent_commands.cmd_agent_stop,
+    "/agent_restart": agent_commands.cmd_agent_restart,
+    "/agent_commands": agent_commands.cmd_agent_commands,
 }
 
 
