@@ -208,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(202, app.accept(self, hook))
         except Refused as refused:
             self.refuse(refused, hook_id)
-        except DuctorError as exc:
+        except (DuctorError, OSError) as exc:
             log.error("webhook %s: could not queue the request: %s", hook_id, exc)
             self.refuse(Refused(503, "unavailable", {"Retry-After": "30"}), hook_id)
 
