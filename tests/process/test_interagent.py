@@ -313,3 +313,33 @@ def test_stop_all_in_one_agents_chat_stops_the_turn_running_on_the_other_agent(
     finally:
         main.stop()
         research.stop()
+
+
+def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_names_the_new_agent(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    token = "123456:AAtokenNeverInArgv_0123456789abcdef"
+    script = main.workspace / "tools" / "agent_tools" / "create_agent.py"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DUCTOR_AGENT_NAME": main.name,
+        "DUCTOR_AGENT_SOCKET": str(main.socket),
+    }
+    argv = [sys.executable, str(script), "--name", "helper", "--token-file", "-"]
+    argv += ["--users", "300", "--model", "sonnet"]
+    result = subprocess.run(
+        argv, input=token + "\n", env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = (main.root / "config" / "agents" / "helper.toml").read_text()
+    assert "300" in config and "sonnet" in config and token not in config
+    stored = main.root / "config" / "credentials" / "helper" / "telegram-token"
+    assert stored.read_text().strip() == token
+    assert "`helper`: claude/sonnet" in (research.workspace / "CLAUDE.md").read_text()
+    assert token not in main.log()
+    refused = tool(main, "create_agent", "--name", "x", "--token", token)
+    assert refused.returncode == 1 and "never put a secret" in refused.stdout
+    removed = tool(main, "remove_agent", "helper")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "`helper`" not in (research.workspace / "CLAUDE.md").read_text()

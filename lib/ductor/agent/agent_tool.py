@@ -2,7 +2,8 @@
 """Other agents on this machine (ductor's tool script; stdlib only).
 
 This one file is shipped as every script in tools/agent_tools/ (ask_agent.py,
-ask_agent_async.py, list_agents.py, edit_shared_knowledge.py): what it does follows
+ask_agent_async.py, list_agents.py, edit_shared_knowledge.py, create_agent.py,
+remove_agent.py): what it does follows
 from the name it runs under. It talks to this agent over its socket
 (DUCTOR_AGENT_SOCKET, one JSON request line, JSON event lines back; see ductor's
 docs/protocol.md), which talks to the other agent. Run one without arguments for help.
@@ -53,6 +54,27 @@ list_agents.py: every agent on this machine with its provider, model and whether
 runs, as JSON.
 
 Usage: list_agents.py""",
+    "create_agent": """\
+create_agent.py: create a new agent (its own bot, workspace and memory) and start it.
+Ask the user for what you need; never put the bot token in a command line.
+
+Usage: create_agent.py --name NAME --token-file FILE --users ID[,ID...]
+                       [--provider P] [--model M] [--timezone ZONE]
+       create_agent.py --name NAME --transport matrix --homeserver URL
+                       --user-id @BOT:SERVER [--password-file FILE]
+                       [--allowed-users @YOU:SERVER,...] [--allowed-rooms ROOM,...]
+
+  --token-file FILE    the Telegram bot token (from @BotFather) in FILE; '-' reads it
+                       from stdin: printf '%s' "$TOKEN" | create_agent.py ... --token-file -
+  --users ID,...       Telegram user ids allowed to talk to it
+  --password-file FILE the Matrix bot's password ('-' = stdin)
+
+Example:
+  create_agent.py --name research --token-file /tmp/token --users 123456 --model sonnet""",
+    "remove_agent": """\
+remove_agent.py: stop an agent and remove it (its state and workspace are kept).
+
+Usage: remove_agent.py NAME""",
     "edit_shared_knowledge": """\
 edit_shared_knowledge.py: the knowledge every agent shares (SHAREDMEMORY.md). It is
 copied into each agent's memory_system/MAINMEMORY.md between the SHARED KNOWLEDGE
@@ -110,6 +132,11 @@ def parse(tool: str, argv: list[str]) -> tuple[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(prog=f"{tool}.py", add_help=False)
     if tool == "list_agents":
         return "list", {}
+    if tool == "remove_agent":
+        parser.add_argument("name")
+        return "remove", {"name": parser.parse_args(argv).name}
+    if tool == "create_agent":
+        return "create", create_arguments(parser, argv)
     if tool == "edit_shared_knowledge":
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--show", action="store_true")
@@ -136,6 +163,40 @@ def parse(tool: str, argv: list[str]) -> tuple[str, dict[str, Any]]:
     return "ask_async", args
 
 
+def read_secret(source: str) -> str:
+    """A secret from a file, or from stdin for '-': never from the command line."""
+    if source == "-":
+        return sys.stdin.readline().strip()
+    return Path(source).read_text(encoding="utf-8").strip()
+
+
+def create_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--transport", choices=("telegram", "matrix"), default="telegram")
+    parser.add_argument("--token-file", default="")
+    parser.add_argument("--users", default="")
+    parser.add_argument("--homeserver", default="")
+    parser.add_argument("--user-id", default="")
+    parser.add_argument("--password-file", default="")
+    parser.add_argument("--allowed-users", default="")
+    parser.add_argument("--allowed-rooms", default="")
+    for option in ("--provider", "--model", "--timezone"):
+        parser.add_argument(option, default="")
+    ns = parser.parse_args(argv)
+    args: dict[str, Any] = {"name": ns.name, "provider": ns.provider, "model": ns.model}
+    args["timezone"] = ns.timezone
+    if ns.transport == "matrix":
+        args.update(homeserver=ns.homeserver, matrix_user_id=ns.user_id)
+        args.update(allowed_users=ns.allowed_users, allowed_rooms=ns.allowed_rooms)
+        if ns.password_file:
+            args["password"] = read_secret(ns.password_file)
+    else:
+        args["users"] = ns.users
+        if ns.token_file:
+            args["token"] = read_secret(ns.token_file)
+    return args
+
+
 def fail(message: str, code: int = 1) -> int:
     print(json.dumps({"ok": False, "error": message}, ensure_ascii=False))
     return code
@@ -152,13 +213,18 @@ def main(argv: list[str] | None = None, tool: str | None = None) -> int:
     env = dict(os.environ)
     if not env.get("DUCTOR_AGENT_NAME"):
         return fail("DUCTOR_AGENT_NAME is not set: run this from the agent's workspace")
+    if any(a.split("=")[0] in ("--token", "--password") for a in args):
+        return fail("never put a secret on the command line: use --token-file or --password-file")
     try:
         verb, payload = parse(tool, args)
+    except OSError as exc:
+        return fail(f"cannot read the secret: {exc.strerror or exc}")
     except SystemExit:
         print(TUTORIALS[tool])
         return 2
     try:
-        event = call(verb, payload, env, ASK_TIMEOUT if verb == "ask" else TIMEOUT)
+        timeout = ASK_TIMEOUT if verb == "ask" else 180.0 if verb == "create" else TIMEOUT
+        event = call(verb, payload, env, timeout)
     except (OSError, ValueError) as exc:
         return fail(f"could not reach agent {env['DUCTOR_AGENT_NAME']}: {exc}")
     if event.get("event") != "final":

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ductor import agents, atomic, protocol
-from ductor.agent import shared_memory
+from ductor.agent import agent_admin, shared_memory
 from ductor.agent.core import Agent
 from ductor.agent.execute import Outcome
 from ductor.agent.turns import TurnKind, TurnRecord
@@ -37,6 +37,7 @@ from ductor.errors import ConfigError, DuctorError
 from ductor.protocol import ErrorCode, Events, RequestType
 from ductor.protocol.client import call
 from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Routing, Spool
+from ductor.units import Manager
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ async def handle_request(agent: Agent, request: protocol.Request) -> protocol.Ev
         if request.text == "list":
             roster = await asyncio.to_thread(agent_roster, agent)
             return Events.final(request.id, text=roster_text(roster), agents=roster)
+        if request.text in ("create", "remove"):
+            return await asyncio.to_thread(_admin, agent, request, args)
         if request.text == "shared":
             text = await asyncio.to_thread(_shared, agent, args)
             return Events.final(request.id, text=text, shared=text)
@@ -164,7 +167,7 @@ async def handle_request(agent: Agent, request: protocol.Request) -> protocol.Ev
     return Events.error(
         request.id,
         ErrorCode.BAD_REQUEST,
-        f"unknown verb {request.text!r}: ask, ask_async, list or shared",
+        f"unknown verb {request.text!r}: ask, ask_async, list, shared, create or remove",
     )
 
 
@@ -465,6 +468,19 @@ def _home_of(agent: Agent, name: str) -> str | None:
     except ConfigError as exc:
         log.warning("agent %s: config unreadable (%s); the answer is broadcast", name, exc)
         return None
+
+
+def _admin(agent: Agent, request: protocol.Request, args: dict[str, Any]) -> protocol.Event:
+    try:
+        if request.text == "create":
+            managed = Manager(agent.paths.mode).problem() is None
+            text = agent_admin.create(args, agent.env, managed=managed)
+        else:
+            text = agent_admin.remove(args, agent.env, agent.name)
+    except agent_admin.AdminError as exc:
+        return Events.error(request.id, ErrorCode.BAD_REQUEST, str(exc))
+    shared_memory.sync_all(agent.paths)  # the other agents' rosters
+    return Events.final(request.id, text=text)
 
 
 def _shared(agent: Agent, args: dict[str, Any]) -> str:
