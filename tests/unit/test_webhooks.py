@@ -122,3 +122,13 @@ def test_the_rate_limit_counts_per_hook_within_a_minute() -> None:
     assert limiter.retry_after("b", now=1) == 0
     assert limiter.retry_after("a", now=2) == 58
     assert limiter.retry_after("a", now=60.5) == 0
+
+
+def test_the_socket_listens_where_the_config_says() -> None:
+    from ductor.config import WebhooksConfig
+    from ductor.webhooks.units import socket_dropin
+
+    tcp = socket_dropin(WebhooksConfig(enabled=True, port=9000))
+    assert tcp.splitlines()[:3] == ["[Socket]", "ListenStream=", "ListenStream=127.0.0.1:9000"]
+    unix = socket_dropin(WebhooksConfig(enabled=True, listen="/run/proxy/hooks.sock"))
+    assert "ListenStream=/run/proxy/hooks.sock" in unix and "FreeBind" not in unix
