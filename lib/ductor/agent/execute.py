@@ -143,14 +143,19 @@ def freshness(config: AgentConfig) -> FreshnessPolicy:
     )
 
 
-def identity_for(agent: str, session_key: str, socket: str | None = None) -> ChildIdentity:
+def identity_for(
+    agent: str, session_key: str, socket: str | None = None, config: AgentConfig | None = None
+) -> ChildIdentity:
     key = protocol.parse_session_key(session_key)
+    transcription = config.transcription if config is not None else None
     return ChildIdentity(
         agent_name=agent,
         chat_id=key.chat,
         topic_id=key.topic,
         transport=key.transport,
         socket=socket,
+        transcribe_command=transcription.audio_command if transcription else None,
+        video_transcribe_command=transcription.video_command if transcription else None,
     )
 
 
@@ -322,7 +327,7 @@ class Turn:
             cwd=env.workspace,
             env=env.env,
             identity=identity_for(
-                env.agent, self.record.session, str(env.paths.agent_socket(env.agent))
+                env.agent, self.record.session, str(env.paths.agent_socket(env.agent)), config
             ),
             secrets=env.secrets(),
             policy=TimeoutPolicy.from_config(config.timeouts, timeout),

@@ -444,7 +444,8 @@ def list_files(args: argparse.Namespace) -> dict[str, Any]:
             continue
         for path in root.rglob(args.pattern):
             parts = path.relative_to(root).parts
-            if path.is_file() and not any(p.startswith(".") or p in SKIPPED for p in parts):
+            hidden = any(p.startswith(".") or p in SKIPPED for p in parts)
+            if path.is_file() and not hidden and not path.name.startswith("_index."):
                 found.append(path)
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     limit = max(1, int(args.limit))

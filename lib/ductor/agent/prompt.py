@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,12 +114,41 @@ def human_size(size: int) -> str:
     return f"{value:.1f} GiB ({size} bytes)"
 
 
+#: The media tool (in the workspace's tools/media_tools/) for a kind of file, and why.
+MEDIA_TOOLS = Path("tools") / "media_tools"
+DOCUMENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.oasis.opendocument.text",
+    }
+)
+
+
+def media_hint(file: IncomingFile) -> str:
+    """Which tool reads ``file``, as the line that tells the CLI to run it ("" if none)."""
+    mime = file.mime
+    if mime.startswith("audio/"):
+        tool, purpose = "transcribe_audio.py", "to get what was said, then answer that"
+    elif mime.startswith("video/"):
+        tool, purpose = "process_video.py", "for its frames and the transcript of its sound"
+    elif mime in DOCUMENT_TYPES:
+        tool, purpose = "read_document.py", "for its text"
+    else:
+        return ""
+    command = f"python3 {MEDIA_TOOLS / tool} --file {shlex.quote(str(file.path))}"
+    return f"Use {command} {purpose}."
+
+
 def file_block(file: IncomingFile) -> str:
     lines = ["[INCOMING FILE]", f"Path: {file.path}", f"Type: {file.mime or 'unknown'}"]
     if file.size is not None:
         lines.append(f"Size: {human_size(file.size)}")
     if file.caption.strip():
         lines.append(f"Caption: {file.caption.strip()}")
+    hint = media_hint(file)
+    if hint:
+        lines.append(hint)
     return "\n".join(lines)
 
 

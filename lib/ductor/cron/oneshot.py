@@ -158,6 +158,8 @@ async def run_cli(
             chat_id=job.chat_id or None,
             topic_id=job.topic_id or None,
             transport=job.transport or None,
+            transcribe_command=agent_config.transcription.audio_command,
+            video_transcribe_command=agent_config.transcription.video_command,
         ),
         secrets=agent_dotenv(paths, agent).values(),
         policy=TimeoutPolicy.from_config(agent_config.timeouts, agent_config.timeouts.oneshot),

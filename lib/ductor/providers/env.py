@@ -7,8 +7,9 @@ A child sees only what it needs (see docs/providers.md, "Environment"):
 2. the agent's ``.env`` secrets; a name that is also set in the parent environment takes
    the parent's value (the system environment wins over ``.env``);
 3. ``DUCTOR_AGENT_NAME``, ``DUCTOR_CHAT_ID``, ``DUCTOR_TOPIC_ID``, ``DUCTOR_TRANSPORT``,
-   ``DUCTOR_TASK_ID``, ``DUCTOR_AGENT_SOCKET`` where they apply (never taken from the
-   parent or ``.env``);
+   ``DUCTOR_TASK_ID``, ``DUCTOR_AGENT_SOCKET``, and the configured transcription commands
+   (``DUCTOR_TRANSCRIBE_COMMAND``, ``DUCTOR_VIDEO_TRANSCRIBE_COMMAND``) where they apply
+   (never taken from the parent or ``.env``);
 4. the provider's own settings (``IS_SANDBOX``, ``GEMINI_CLI_NO_RELAUNCH``, ...).
 
 Whatever the source, the service manager's variables never reach a child: a CLI that
@@ -97,6 +98,8 @@ IDENTITY_NAMES = frozenset(
         "DUCTOR_TRANSPORT",
         "DUCTOR_TASK_ID",
         "DUCTOR_AGENT_SOCKET",
+        "DUCTOR_TRANSCRIBE_COMMAND",
+        "DUCTOR_VIDEO_TRANSCRIBE_COMMAND",
     }
 )
 
@@ -111,6 +114,9 @@ class ChildIdentity:
     transport: str | None = None  # "tg", "mx", ...
     task_id: str | None = None
     socket: str | None = None  # the agent's socket, for the task tool scripts
+    # transcription.audio_command / video_command, for the media tool scripts
+    transcribe_command: str | None = None
+    video_transcribe_command: str | None = None
 
     def variables(self) -> dict[str, str]:
         pairs = {
@@ -120,6 +126,8 @@ class ChildIdentity:
             "DUCTOR_TRANSPORT": self.transport,
             "DUCTOR_TASK_ID": self.task_id,
             "DUCTOR_AGENT_SOCKET": self.socket,
+            "DUCTOR_TRANSCRIBE_COMMAND": self.transcribe_command,
+            "DUCTOR_VIDEO_TRANSCRIBE_COMMAND": self.video_transcribe_command,
         }
         return {name: str(value) for name, value in pairs.items() if value not in (None, "")}
 

@@ -104,6 +104,8 @@ def build_spec(
             transport=key.transport if key else None,
             task_id=None if session_run else task.id,
             socket=str(paths.agent_socket(agent)),
+            transcribe_command=agent_config.transcription.audio_command,
+            video_transcribe_command=agent_config.transcription.video_command,
         ),
         secrets=agent_dotenv(paths, agent).values(),
         policy=TimeoutPolicy.from_config(agent_config.timeouts, timeout),
