@@ -132,3 +132,10 @@ def test_the_socket_listens_where_the_config_says() -> None:
     assert tcp.splitlines()[:3] == ["[Socket]", "ListenStream=", "ListenStream=127.0.0.1:9000"]
     unix = socket_dropin(WebhooksConfig(enabled=True, listen="/run/proxy/hooks.sock"))
     assert "ListenStream=/run/proxy/hooks.sock" in unix and "FreeBind" not in unix
+
+
+def test_a_logged_path_carries_no_query_and_no_control_characters() -> None:
+    from ductor.webhooks.server import _printable
+
+    assert _printable("/hooks/ci?token=s3cret") == "/hooks/ci"
+    assert _printable("/hooks/a\nFAKE LOG LINE") == "/hooks/a\\nFAKE LOG LINE"

@@ -296,8 +296,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-def _printable(text: str) -> str:
-    return repr(text[:120])[1:-1]
+def _printable(path: str) -> str:
+    """The path for a log line: without its query (a caller may put a secret there),
+    cut, and with control characters escaped."""
+    return repr(path.split("?", 1)[0][:120])[1:-1]
 
 
 def inherited_socket(env: Mapping[str, str]) -> socket.socket | None:
