@@ -1,0 +1,73 @@
+"""A voice note from Telegram reaches the CLI with the tool that reads it, and that tool,
+run as the CLI would run it in the workspace, returns the text: the Telegram transport
+and the agent as processes, the fake Bot API, the fake CLI recording what it was given."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.process.test_telegram_transport import USER, Transport, answer_texts, setup_agent
+from tests.stubs.telegram_api import TelegramStub
+
+
+@pytest.fixture
+def stub() -> Iterator[TelegramStub]:
+    with TelegramStub() as running:
+        yield running
+
+
+def wav_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "voice.wav"
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\x00\x01" * 4000)
+    return path.read_bytes()
+
+
+def test_a_voice_note_names_the_transcription_tool_and_the_tool_gives_its_text(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    hook = tmp_path / "stt.py"
+    hook.write_text("import sys\nprint('please book a table for two at eight')\n")
+    record = tmp_path / "record.jsonl"
+    extra = f'[transcription]\naudio_command = "{sys.executable} {hook}"\n'
+    agent = setup_agent(tmp_path, stub, extra, FAKECLI_RECORD=str(record))
+    agent.start()
+    transport = Transport(agent).start()
+    try:
+        stub.wait_for(lambda: stub.calls_to("getUpdates"), timeout=20)
+        voice = stub.add_file(wav_bytes(tmp_path), "voice.wav", kind="voice")
+        stub.user_sends(USER, user_id=USER, voice=voice)
+        stub.wait_for(lambda: record.exists() and answer_texts(stub, USER), timeout=30)
+    finally:
+        transport.stop()
+        agent.stop()
+    run = json.loads(record.read_text().splitlines()[0])
+    given = "\n".join([*run["argv"], run["stdin"] or ""])  # the prompt, wherever it went
+    assert "[INCOMING FILE]" in given
+    [line] = [x for x in given.splitlines() if "tools/media_tools/transcribe_audio.py" in x]
+    assert line.startswith("Use python3 tools/media_tools/transcribe_audio.py --file "), line
+    path = line.split("--file ", 1)[1].split(" ", 1)[0]
+    assert (agent.workspace / path).is_file(), path
+    assert run["env"]["DUCTOR_TRANSCRIBE_COMMAND"] == f"{sys.executable} {hook}"
+
+    # The CLI runs the named command in the workspace, with the environment it was given.
+    done = subprocess.run(
+        [sys.executable, "tools/media_tools/transcribe_audio.py", "--file", path],
+        cwd=agent.workspace,
+        env={"PATH": "/usr/bin:/bin", **run["env"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["text"] == "please book a table for two at eight"
