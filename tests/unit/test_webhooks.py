@@ -139,3 +139,55 @@ def test_a_logged_path_carries_no_query_and_no_control_characters() -> None:
 
     assert _printable("/hooks/ci?token=s3cret") == "/hooks/ci"
     assert _printable("/hooks/a\nFAKE LOG LINE") == "/hooks/a\\nFAKE LOG LINE"
+
+
+def test_a_cron_task_call_in_its_quiet_hours_is_skipped_and_runs_nothing(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from ductor.paths import Mode, Paths
+    from ductor.spool import Envelope, Kind, Payload, Routing
+    from ductor.webhooks.dispatch import task_queue
+    from ductor.webhooks.runner import run_queue
+
+    paths = Paths(
+        mode=Mode.USER,
+        config_dir=tmp_path / "config",
+        state_dir=tmp_path / "state",
+        runtime_dir=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        data_dir=tmp_path / "data",
+    )
+    paths.agent_config("main").parent.mkdir(parents=True)
+    paths.agent_config("main").write_text('user_timezone = "UTC"\ntransports = []\n')
+    hour = datetime.now(UTC).hour
+    store = HookStore(paths.agent_state("main"))
+    store.add(
+        Hook(
+            id="night", prompt_template="x", mode="cron_task", quiet_start=hour,
+            quiet_end=(hour + 2) % 24, dependency="db",
+        )
+    )  # fmt: skip
+    routing = Routing(transport="tg", chat_id=42)
+    metadata = {"prompt": "x", "hook": "night"}
+    request = Envelope.create(
+        agent="main", kind=Kind.WEBHOOK, routing=routing, payload=Payload(metadata=metadata)
+    )
+    task_queue(paths.spool("main")).put(request)
+    assert run_queue("main", paths) == 1
+    assert store.last_call("night")["last_result"] == "skipped:quiet_hours"
+    assert not (paths.spool("main") / "outbox").exists()
+    assert store.get("night").dependency == "db"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"quiet_start": 22}, "quiet hours"), ({"quiet_start": 25, "quiet_end": 2}, "quiet_start"),
+     ({"dependency": "../x"}, "dependency")],
+)  # fmt: skip
+def test_bad_quiet_hours_or_dependency_are_refused(
+    tmp_path: Path, changes: dict[str, object], field: str
+) -> None:
+    store = HookStore(tmp_path)
+    store.add(Hook(id="a", prompt_template="x"))
+    with pytest.raises(UsageError, match=field):
+        store.update("a", **changes)

@@ -10,7 +10,6 @@ from ductor import agents
 from ductor.cli.context import Context, table
 from ductor.paths import Mode
 from ductor.units import Manager, parse_instance
-from ductor.webhooks import status as webhook_status
 
 PROPERTIES = (
     "Id",
@@ -113,6 +112,8 @@ def collect(manager: Manager, names: list[str]) -> list[UnitStatus]:
 
 
 def run_status(ctx: Context, args: argparse.Namespace) -> int:
+    from ductor.webhooks import status as webhook_status  # not on the overview's path
+
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
     problem = ctx.manager.problem() if names else None
     statuses = collect(ctx.manager, names) if names and problem is None else []
@@ -142,6 +143,8 @@ def run_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _print_webhooks(ctx: Context, names: list[str]) -> None:
+    from ductor.webhooks import status as webhook_status
+
     hooks = [(n, line) for n in names for line in webhook_status.lines(ctx.paths.agent_state(n))]
     if hooks:
         ctx.print("\nwebhooks (last call):")

@@ -42,6 +42,8 @@ def _options(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     parser.add_argument("--provider", help="cron_task: claude, codex or gemini")
     parser.add_argument("--model", help="cron_task: model of the run")
     parser.add_argument("--effort", help="cron_task: reasoning effort")
+    parser.add_argument("--quiet", metavar="START-END", help="cron_task: hours it is skipped in")
+    parser.add_argument("--dependency", help="cron_task: runs with the same key never overlap")
     parser.add_argument("--chat", metavar="ID", help="chat that gets the answers")
     parser.add_argument("--topic", metavar="ID", help="topic (thread) in that chat")
     parser.add_argument("--transport", help="tg or mx (default: the agent's first)")
@@ -62,6 +64,7 @@ _OPTION_FIELDS = {
     "provider": "provider",
     "model": "model",
     "effort": "effort",
+    "dependency": "dependency",
     "transport": "transport",
 }
 
@@ -79,6 +82,10 @@ def _fields(args: argparse.Namespace, env: Mapping[str, str] | None) -> dict[str
         values.setdefault("transport", env.get("DUCTOR_TRANSPORT", ""))
     elif args.topic is not None:
         values["topic_id"] = args.topic
+    if args.quiet is not None:
+        from ductor.cli.cron import parse_quiet
+
+        values["quiet_start"], values["quiet_end"] = parse_quiet(args.quiet)
     if getattr(args, "enabled", None) is not None:
         values["enabled"] = args.enabled
     return values

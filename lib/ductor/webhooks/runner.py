@@ -15,7 +15,7 @@ import logging
 
 from ductor import config
 from ductor.cron.jobs import Job, task_folder
-from ductor.cron.oneshot import now_utc, run_cli
+from ductor.cron.oneshot import dependency_lock, in_quiet_hours, now_utc, run_cli, zone
 from ductor.paths import Paths
 from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Spool
 from ductor.webhooks.dispatch import HOOK_KEY, PROMPT_KEY, task_queue
@@ -35,6 +35,9 @@ def as_job(hook: Hook, prompt: str) -> Job:
         provider=hook.provider,
         model=hook.model,
         effort=hook.effort,
+        quiet_start=hook.quiet_start,
+        quiet_end=hook.quiet_end,
+        dependency=hook.dependency,
         transport=hook.transport,
         chat_id=hook.chat_id,
         topic_id=hook.topic_id,
@@ -74,11 +77,20 @@ def run_one(
         log.warning("queued call of webhook %r: %s", hook_id, exc)
         hook = Hook(id=hook_id or "unknown", prompt_template="-")
     job = as_job(hook, prompt)
-    folder = task_folder(paths.workspace(agent), job.name, job)
     started = now_utc()
+    tz = zone(agent_config.user_timezone)
+    local_hour = started.astimezone(tz).hour if tz else started.astimezone().hour
+    if in_quiet_hours(hook.quiet_start, hook.quiet_end, local_hour):
+        log.info(
+            "webhook %s: quiet hours (%s-%s), skipped", hook.id, hook.quiet_start, hook.quiet_end
+        )
+        store.record_call(hook.id, last_result="skipped:quiet_hours")
+        return
+    folder = task_folder(paths.workspace(agent), job.name, job)
     store.record_call(hook.id, last_run_started_at=started.isoformat(), last_result="running")
-    status, text, error = asyncio.run(run_cli(job, agent, paths, agent_config, folder))
-    finished = now_utc()
+    with dependency_lock(paths.agent_state(agent), hook.dependency):
+        status, text, error = asyncio.run(run_cli(job, agent, paths, agent_config, folder))
+        finished = now_utc()
     title = hook.title or hook.id
     if status is ExecutionStatus.OK:
         body = f"**WEBHOOK (CRON TASK): {title}**\n\n{text or '(no output)'}"

@@ -25,6 +25,7 @@ from typing import Any
 from ductor import atomic
 from ductor.config.load import parse_toml, read_text
 from ductor.config.scan import scan
+from ductor.cron.jobs import dependency_problem
 from ductor.errors import ConfigError, DuctorError, UsageError
 
 HOOK_ID = r"[a-z0-9][a-z0-9_-]{0,47}"
@@ -71,6 +72,9 @@ class Hook:
     provider: str = ""  # cron_task overrides; "" = the agent's defaults
     model: str = ""
     effort: str = ""
+    quiet_start: int | None = None  # cron_task: hours 0-23 (user_timezone) it is skipped in
+    quiet_end: int | None = None
+    dependency: str = ""  # cron_task: runs sharing it (and cron jobs) never overlap
     transport: str = ""  # where it answers; "" = the agent's main user
     chat_id: str = ""
     topic_id: str = ""
@@ -130,6 +134,14 @@ def validate(hook: Hook) -> Hook:
     transport = longs.get(hook.transport, hook.transport)
     if transport and transport not in TRANSPORTS:
         raise bad("transport", f"{hook.transport!r} is none of {', '.join(TRANSPORTS)}")
+    if (hook.quiet_start is None) != (hook.quiet_end is None):
+        raise bad("quiet hours", "give both a start and an end hour, or neither")
+    for field, hour in (("quiet_start", hook.quiet_start), ("quiet_end", hook.quiet_end)):
+        if hour is not None and not 0 <= hour <= 23:
+            raise bad(field, f"{hour} is not an hour from 0 to 23")
+    problem = dependency_problem(hook.dependency)
+    if problem is not None:
+        raise bad("dependency", problem)
     if hook.topic_id and not hook.chat_id:
         raise bad("topic_id", "a topic needs a chat (give the chat id too)")
     for field in ("chat_id", "topic_id", "token", "hmac_prefix"):
@@ -254,7 +266,7 @@ def render(hooks: dict[str, Hook]) -> str:
     for hook_id in sorted(hooks):
         entry = tomlkit.table()
         for key, value in hooks[hook_id].to_dict().items():
-            if key == "id":
+            if key == "id" or value is None:
                 continue
             multiline = isinstance(value, str) and "\n" in value
             entry.add(key, tomlkit.string(value, multiline=True) if multiline else value)
@@ -287,11 +299,18 @@ def _parse(text: str, path: Path) -> dict[str, Hook]:
             kind = _FIELD_TYPES.get(key)
             if kind is None or key == "id":
                 raise error("unknown key", "hooks", hook_id, key)
-            expected = bool if kind == "bool" else str
-            if not isinstance(value, expected):
-                raise error(f"expected {kind}", "hooks", hook_id, key)
+            if not _has_type(value, kind):
+                raise error(f"expected {kind.replace(' | None', '')}", "hooks", hook_id, key)
             values[key] = value
         if "prompt_template" not in values:
             raise error("the webhook has no 'prompt_template'", "hooks", hook_id)
         hooks[hook_id] = Hook(**values)
     return hooks
+
+
+def _has_type(value: object, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return isinstance(value, int) and not isinstance(value, bool)  # "int | None"

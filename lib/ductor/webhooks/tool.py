@@ -27,7 +27,9 @@ _OPTIONS = """\
   --hmac-algorithm sha256|sha1|sha512, --hmac-encoding hex|base64
   --hmac-prefix TEXT       what precedes the signature in the header (default sha256=)
   --task-folder NAME       cron_task: the folder under cron_tasks/ (default: the id)
-  --provider NAME, --model NAME, --effort LEVEL   cron_task: overrides for its runs"""
+  --provider NAME, --model NAME, --effort LEVEL   cron_task: overrides for its runs
+  --quiet START-END        cron_task: hours (0-23) in which a call is skipped, e.g. 22-7
+  --dependency KEY         cron_task: runs (and cron jobs) with the same key never overlap"""
 
 TUTORIALS = {
     "add": f"""\
