@@ -343,3 +343,20 @@ def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_names_the_n
     removed = tool(main, "remove_agent", "helper")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert "`helper`" not in (research.workspace / "CLAUDE.md").read_text()
+
+
+def test_the_user_continues_an_inter_agent_session_in_the_targets_chat_by_its_name(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    assert tool(main, "ask_agent", "research", "Start a plan.").returncode == 0
+    name = json.loads(tool(main, "ask_agent_async", "--silent", "research", "More.").stdout)[
+        "session"
+    ]
+    wait_for(lambda: len(runs(research)) >= 2)
+    end = final(research.message(f"@{name} Add a step for the review.", session="tg:200"))
+    assert end.text and not end.get_bool("is_error"), end
+    last = runs(research)[-1]
+    assert "Add a step for the review." in last
+    assert "--resume" in last  # the session the other agent started
+    assert "INTER-AGENT MESSAGE" not in last  # the user's own words

@@ -29,7 +29,7 @@ from typing import Any
 
 from ductor import agents, atomic, protocol
 from ductor.agent import agent_admin, shared_memory
-from ductor.agent.core import Agent
+from ductor.agent.core import Agent, Sink
 from ductor.agent.execute import Outcome
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import load_agent_config
@@ -121,6 +121,39 @@ def ask_record(agent: Agent, request: protocol.Request) -> TurnRecord:
         origin=request.origin or f"agent {request.sender}",
     )
     return agent.new_record(asked, TurnKind.ASK, asked.text)
+
+
+_CONTINUE = re.compile(r"@(ia[.-][A-Za-z0-9._-]+)(?:\s+(.*))?", re.DOTALL)
+
+
+def continue_in_chat(agent: Agent, request: protocol.Request, sink: Sink) -> bool:
+    """``@<inter-agent session> <text>`` in this agent's chat: the user continues a
+    conversation another agent started, in that session; the answer goes to this chat's
+    client (inter-agent sessions have no outbox). False when the message names none."""
+    if not request.text.lstrip().startswith("@ia"):  # every message passes here
+        return False
+    match = _CONTINUE.fullmatch(request.text.strip())
+    if match is None or agent.sessions.get(session_key(match.group(1))) is None:
+        return False
+    text = (match.group(2) or "").strip()
+    if not text:
+        sink.send(
+            Events.final(
+                request.id, text=f"Send `@{match.group(1)} <text>` to continue it.", command=True
+            )
+        )
+        return True
+    continued = protocol.Request(
+        type=RequestType.MESSAGE,
+        id=request.id,
+        session=session_key(match.group(1)),
+        text=text,
+        user=request.user,
+        origin=f"continued from {request.session}",
+    )
+    record = agent.new_record(continued, TurnKind.MESSAGE, text)
+    agent.submit(record, request_id=request.id, sink=sink)
+    return True
 
 
 def _wants_new(data: str) -> bool:

@@ -220,6 +220,8 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
             conn.send(_final(request, result))
         elif await session_commands.foreground(agent, request, conn):
             pass  # `@name <text>`: a named session's follow-up, answered there
+        elif interagent.continue_in_chat(agent, request, conn):
+            pass  # `@ia.<...> <text>`: the user continues an inter-agent session
         elif request.text.strip() or request.files:
             _submit(agent, request, conn, TurnKind.MESSAGE, request.text)
         else:
