@@ -289,6 +289,8 @@ def test_agents_lists_every_agent_with_its_model_and_whether_it_runs(
     assert "**research**: claude/opus" in listed
     assert "not running" in listed.split("**research**")[1]
     assert "no agent named" in command(main, "/agent_start nobody").lower()
+    status = command(main, "/status")
+    assert "**Other agents**" in status and "○ research: off" in status, status
 
 
 def test_stop_all_in_one_agents_chat_stops_the_turn_running_on_the_other_agent(

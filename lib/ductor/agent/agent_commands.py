@@ -196,6 +196,33 @@ def agents_text(agent: Agent) -> str:
     return "\n".join(lines)
 
 
+def status_lines(agent: Agent) -> list[str]:
+    """For ``/status``: one line per other agent (state, restarts, a crash loop named);
+    nothing when this agent is alone."""
+    others = [n for n in agents.list_agents(agent.paths) if n != agent.name]
+    if not others:
+        return []
+    manager = Manager(agent.paths.mode)
+    try:
+        states = health(manager, others) if manager.problem() is None else {}
+    except DuctorError:
+        states = {}
+    lines = [f"**Other agents** {SEP}"]
+    for name in others:
+        state = states.get(name)
+        if state is None:
+            running = agent.paths.agent_socket(name).exists()
+            lines.append(f"{'●' if running else '○'} {name}: {'running' if running else 'off'}")
+            continue
+        text = f"{ICONS.get(state.state, '○')} {name}: {state.state}"
+        if state.result == "start-limit-hit":
+            text += ", start limit hit (keeps crashing)"
+        if state.restarts:
+            text += f", {state.restarts} restart{'s' if state.restarts != 1 else ''}"
+        lines.append(text)
+    return lines
+
+
 def manage(agent: Agent, verb: str, name: str) -> str:
     name = name.strip().lower()
     if not name:
