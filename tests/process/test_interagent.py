@@ -362,3 +362,27 @@ def test_the_user_continues_an_inter_agent_session_in_the_targets_chat_by_its_na
     assert "Add a step for the review." in last
     assert "--resume" in last  # the session the other agent started
     assert "INTER-AGENT MESSAGE" not in last  # the user's own words
+
+
+def test_a_provider_switch_of_the_target_ends_its_session_and_is_announced_before_the_answer(
+    pair: tuple[AgentProcess, AgentProcess],
+) -> None:
+    main, research = pair
+    assert tool(main, "ask_agent", "research", "First, on Claude.").returncode == 0
+    research.stop()
+    research.write_config(research.config.replace('provider = "claude"', 'provider = "codex"'))
+    research.write_config(
+        research.root.joinpath("config", "agents", "research.toml")
+        .read_text()
+        .replace('model = "opus"', 'model = "gpt-5.5"')
+    )
+    research.start()
+    tool(main, "ask_agent_async", "--silent", "research", "Then, on Codex.")
+    wait_for(lambda: len(outbox(main)) >= 2)
+    time.sleep(0.5)
+    texts = texts_in_outbox(main)
+    assert texts[0].startswith("**Provider Switch Detected**"), texts
+    assert "now runs on codex (it was claude)" in texts[0]
+    assert len(texts) == 2, texts  # the notice, then the answer to the injected result
+    last = runs(research)[-1]
+    assert "-m gpt-5.5" in last and " resume " not in last  # Codex, in a fresh session

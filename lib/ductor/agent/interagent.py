@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ductor import agents, atomic, protocol
 from ductor.agent import agent_admin, shared_memory
 from ductor.agent.core import Agent, Sink
-from ductor.agent.execute import Outcome
+from ductor.agent.execute import SEP, Outcome
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import load_agent_config
 from ductor.errors import ConfigError, DuctorError
@@ -65,6 +65,10 @@ RESPONSE_FRAME = (
 RECEIVED = (
     "📥 **Async task received** from `{sender}`\nSession: `{session}` · Task ID: `{task_id}`"
     "\n\n_{summary}_"
+)
+SWITCHED = (
+    "**Provider Switch Detected** {sep} `{target}` now runs on {new} (it was {old}): its"
+    " earlier conversation with `{sender}` was ended and this answer starts a new one."
 )
 FAILED = "**Inter-Agent Request Failed**\nAgent: `{target}`\nError: {error}\nRequest: {request}"
 
@@ -112,6 +116,7 @@ def ask_record(agent: Agent, request: protocol.Request) -> TurnRecord:
     key = request.session or session_key(session_name(request.sender, None))
     if _wants_new(request.data):
         agent.sessions.remove(key)
+    provider_switch(agent, key, request.sender)
     asked = protocol.Request(
         type=RequestType.ASK,
         id=request.id,
@@ -154,6 +159,19 @@ def continue_in_chat(agent: Agent, request: protocol.Request, sink: Sink) -> boo
     record = agent.new_record(continued, TurnKind.MESSAGE, text)
     agent.submit(record, request_id=request.id, sink=sink)
     return True
+
+
+def provider_switch(agent: Agent, key: str, sender: str) -> str:
+    """End inter-agent session ``key`` when this agent's provider changed since it began
+    (its CLI session belongs to the old CLI); the notice saying so, else ""."""
+    session = agent.sessions.get(key)
+    if session is None or session.provider == agent.config.provider:
+        return ""
+    agent.sessions.remove(key)
+    log.info("%s: provider changed from %s, session ended", key, session.provider)
+    return SWITCHED.format(
+        sep=SEP, target=agent.name, sender=sender, new=agent.config.provider, old=session.provider
+    )
 
 
 def _wants_new(data: str) -> bool:
@@ -274,6 +292,7 @@ class AsyncRequest:
     summary: str = ""
     silent: bool = False
     new_session: bool = False
+    notice: str = ""  # told the reply chat before the answer (a provider switch)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -291,6 +310,7 @@ class AsyncRequest:
             summary=str(data.get("summary") or ""),
             silent=bool(data.get("silent")),
             new_session=bool(data.get("new_session")),
+            notice=str(data.get("notice") or ""),
         )
 
 
@@ -375,6 +395,12 @@ def handle_envelope(agent: Agent, envelope: Envelope) -> None:
     file = directory / f"{record_id}.json"
     if file.exists() or any(r.id == record_id for r in agent.turns.load()):
         return  # accepted before a crash: recovery runs it
+    key = session_key(pending.session)
+    if pending.new_session:
+        agent.sessions.remove(key)
+    switched = provider_switch(agent, key, pending.sender)
+    if switched:
+        pending = replace(pending, notice=switched)
     atomic.write_json(file, pending.to_dict(), mode=0o600)
     if not pending.silent:
         chat = home_session(agent.config)
@@ -387,9 +413,6 @@ def handle_envelope(agent: Agent, envelope: Envelope) -> None:
                 summary=summary,
             )
             _post_once(agent, chat, text, f"{envelope.id[:100]}-received")
-    key = session_key(pending.session)
-    if pending.new_session:
-        agent.sessions.remove(key)
     text = frame(pending.sender, agent.name, pending.message)
     record = TurnRecord(
         id=record_id,
@@ -478,6 +501,8 @@ def result_envelope(agent: Agent, pending: AsyncRequest, outcome: Outcome) -> En
             session=pending.session,
         )
         execution = Execution()
+    if pending.notice:
+        notice = f"{pending.notice}\n\n{notice}" if notice else pending.notice
     if not reply_session:
         notice = (
             notice or f"**[{agent.name}]** answered async task {pending.task_id}:\n{outcome.text}"
