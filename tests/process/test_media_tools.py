@@ -71,3 +71,40 @@ def test_a_voice_note_names_the_transcription_tool_and_the_tool_gives_its_text(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["text"] == "please book a table for two at eight"
+
+
+def keyboard(message: dict[str, object]) -> dict[str, str]:
+    markup = message["reply_markup"]
+    assert isinstance(markup, dict)
+    return {b["text"]: b["callback_data"] for row in markup["inline_keyboard"] for b in row}
+
+
+def test_showfiles_browses_to_a_deliverable_and_sends_it(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    agent = setup_agent(tmp_path, stub)
+    agent.start()
+    transport = Transport(agent).start()
+    try:
+        stub.wait_for(lambda: stub.calls_to("getUpdates"), timeout=20)
+        report = agent.workspace / "output_to_user" / "report.txt"
+        report.write_text("Q3: up 12%\n")
+        stub.user_sends(USER, "/showfiles", user_id=USER)
+        stub.wait_for(lambda: any(m["reply_markup"] for m in stub.bot_messages(USER)), timeout=20)
+        (browser,) = stub.bot_messages(USER)
+        folder = keyboard(browser)["📁 output_to_user"]
+        stub.user_presses(USER, browser["message_id"], folder, user_id=USER)
+        stub.wait_for(lambda: "report.txt" in str(stub.bot_messages(USER)[0]["text"]), timeout=10)
+        (browser,) = stub.bot_messages(USER)
+        stub.user_presses(
+            USER, browser["message_id"], keyboard(browser)["📄 report.txt"], user_id=USER
+        )
+        sent = stub.wait_for(
+            lambda: [m["file"] for m in stub.bot_messages(USER) if m["file"] is not None],
+            timeout=10,
+        )
+    finally:
+        transport.stop()
+        agent.stop()
+    assert [(f.name, f.content) for f in sent] == [("report.txt", b"Q3: up 12%\n")]
+    assert "Sending output_to_user/report.txt." in str(stub.bot_messages(USER)[0]["text"])

@@ -176,8 +176,16 @@ def test_symlinks_are_followed_before_the_root_check(
     )
 
 
+def test_a_relative_path_is_taken_from_the_workspace(roots: tuple[Path, Path]) -> None:
+    file = roots[1] / "output_to_user" / "a.txt"
+    file.parent.mkdir()
+    file.write_text("hi")
+    assert check("output_to_user/a.txt", roots, "workspace") == file.resolve()
+    assert refusal("../../elsewhere.txt", roots, "workspace")  # never out of it
+
+
 def test_bad_paths_are_refused_with_a_reason(roots: tuple[Path, Path]) -> None:
-    assert refusal("output_to_user/a.txt", roots, "all") == "not an absolute path"
+    assert refusal("output_to_user/a.txt", roots, "all") == "no such file"
     assert refusal(roots[1] / "missing.txt", roots, "all") == "no such file"
     assert refusal(roots[1], roots, "all") == "not a regular file"
     assert "control characters" in refusal(f"{roots[1]}/a\nb", roots, "all")

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ductor import __version__, clipath, protocol
-from ductor.agent import agent_commands, cron_selector, selectors, session_commands, task_commands
+from ductor.agent import (
+    agent_commands,
+    cron_selector,
+    files_selector,
+    selectors,
+    session_commands,
+    task_commands,
+)
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
 from ductor.tasks.store import TaskKind
@@ -34,6 +41,7 @@ ButtonRows = list[list[dict[str, str]]]
 class CommandResult:
     text: str
     buttons: ButtonRows = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # checked paths the transport sends
 
 
 Handler = Callable[["Agent", protocol.Request, str], Awaitable[CommandResult]]
@@ -52,6 +60,7 @@ HELP = """**Commands**
 /sessions: this chat's sessions and named sessions: end them
 /status: session, queue and CLI state
 /memory: show the agent's long-term memory
+/showfiles: browse the files for you (output_to_user/) and the ones you sent, and get them
 /diagnose: versions, config and recent log lines
 /agents: the agents of this machine and their state
 /agent_start: turn an agent on (`/agent_start NAME`)
@@ -306,6 +315,7 @@ COMMANDS: dict[str, Handler] = {
     "/session": session_commands.cmd_session,
     "/sessions": session_commands.cmd_sessions,
     "/memory": cmd_memory,
+    "/showfiles": files_selector.cmd_showfiles,
     "/diagnose": cmd_diagnose,
     "/help": cmd_help,
     "/start": cmd_help,

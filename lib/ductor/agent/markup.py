@@ -2,7 +2,8 @@
 
 - ``[button:Label]`` offers a quick-reply button: markers on one line form a row, each
   new line starts a new row;
-- ``<file:/absolute/path>`` asks ductor to send that file after the text.
+- ``<file:/absolute/path>`` asks ductor to send that file after the text (also a
+  ``file://`` URI, or a path relative to the workspace).
 
 Markup inside fenced code blocks or inline code is left alone: an agent explaining the
 syntax must be able to show it. The transports remove the markup from the text and turn
@@ -181,6 +182,8 @@ def _private_reason(resolved: Path, *, paths: Paths, workspace: Path) -> str | N
 def check_file(path: str, *, paths: Paths, workspace: Path, home: Path, file_access: str) -> Path:
     """The resolved path of a file the agent may send, or :class:`FileRefused`.
 
+    ``path`` is absolute or relative to ``workspace`` (the CLI's working directory).
+
     ``file_access`` is ``"workspace"`` (only under ``workspace``; also for unknown
     values), ``"home"`` (only under ``home``) or ``"all"`` (any regular file we can
     read). Whatever it says, ductor's own credentials and state (``paths``, except the
@@ -190,10 +193,8 @@ def check_file(path: str, *, paths: Paths, workspace: Path, home: Path, file_acc
     """
     if any(ord(char) < 32 or ord(char) == 127 for char in path):
         raise FileRefused("the path contains control characters", path=repr(path))
-    if not Path(path).is_absolute():
-        raise FileRefused("not an absolute path", path=path)
     try:
-        resolved = Path(path).resolve()
+        resolved = (workspace / path).resolve()  # a relative path is from the workspace
     except (OSError, RuntimeError) as exc:
         raise FileRefused(f"cannot resolve the path ({exc})", path=path) from None
     private = _private_reason(resolved, paths=paths, workspace=workspace)

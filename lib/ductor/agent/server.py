@@ -25,6 +25,7 @@ from ductor import __version__, protocol
 from ductor.agent import (
     commands,
     cron_selector,
+    files_selector,
     interagent,
     selectors,
     session_commands,
@@ -201,7 +202,9 @@ def _loose_id(line: bytes) -> str:
 
 
 def _final(request: protocol.Request, result: commands.CommandResult) -> protocol.Event:
-    return Events.final(request.id, text=result.text, buttons=result.buttons, command=True)
+    return Events.final(
+        request.id, text=result.text, buttons=result.buttons, files=result.files, command=True
+    )
 
 
 async def handle_request(server: AgentServer, request: protocol.Request, conn: Connection) -> None:
@@ -274,6 +277,7 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
         cron_selector.handle_button,
         task_commands.handle_button,
         session_commands.handle_button,
+        files_selector.handle_button,
     )
     for handle in buttons:
         result = await handle(agent, request)

@@ -96,7 +96,8 @@ what matters.
 
 To send the user a file, put a tag with its absolute path anywhere in your answer:
 `<file:/absolute/path/to/report.pdf>`. ductor removes the tag from the text and sends the
-file after it. Put files you make for the user in `output_to_user/`. Files the user sends
+file after it. Put files you make for the user in `output_to_user/` (they can also browse
+it with /showfiles and fetch files themselves). Files the user sends
 you are saved in the workspace and announced in the message as `[INCOMING FILE]`.
 
 ## Offering buttons

@@ -61,6 +61,7 @@ COMMANDS = frozenset(
     {
         "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/session",
         "/sessions", "/memory", "/diagnose", "/help", "/start", "/info", "/where", "/leave",
+        "/showfiles",
     }
 )  # fmt: skip
 ABORT_COMMANDS = {

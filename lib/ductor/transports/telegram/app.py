@@ -72,6 +72,7 @@ MENU = (
     ("tasks", "Background tasks of this chat"),
     ("status", "Session and agent status"),
     ("memory", "Show the agent's memory"),
+    ("showfiles", "Browse and get the workspace's files"),
     ("diagnose", "Versions, config and recent logs"),
     ("info", "About ductor"),
     ("help", "All commands"),
@@ -554,6 +555,7 @@ class TelegramTransport:
         reply_to = incoming.message_id or None
         if first.is_terminal:
             await self.show_terminal(incoming, first, selector=incoming.action is Action.BUTTON)
+            await self.send_files(incoming, first)  # /showfiles sends a file this way
             await self.ack(exchange, first)
             return
         if incoming.action is Action.BUTTON:
