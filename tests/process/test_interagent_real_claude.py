@@ -5,6 +5,8 @@ answer (with its name) instead of asking again."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from tests.process.conftest import claude_env
 from tests.process.test_agent_real_claude import CONFIG
 from tests.process.test_interagent import outbox, texts_in_outbox, wait_for
 from tests.stubs.anthropic_api import AnthropicStub
+
+from ductor.agent.execute import RESTORED_NOTICE
 
 ANSWER = 'if [ "$DUCTOR_AGENT_NAME" = research ]; then echo "research says $((6 * 7))"; el'
 
@@ -73,3 +77,39 @@ def test_the_real_cli_hands_another_agent_a_task_and_answers_its_result_in_the_c
     assert len(outbox(main)) == 1, texts_in_outbox(main)
     bodies = [str(r) for r in anthropic_stub.requests]
     assert any("ASYNC INTER-AGENT RESPONSE from 'research'" in b for b in bodies)
+
+
+def test_an_ask_whose_session_the_cli_lost_is_answered_in_a_fresh_one_with_a_notice(
+    pair: tuple[AgentProcess, AgentProcess], anthropic_stub: AnthropicStub, tmp_path: Path
+) -> None:
+    main, _ = pair
+    anthropic_stub.set_behaviour("echo")
+    tools = main.workspace / "tools" / "agent_tools"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DUCTOR_AGENT_NAME": "main",
+        "DUCTOR_AGENT_SOCKET": str(main.socket),
+        "DUCTOR_TRANSPORT": "tg",
+        "DUCTOR_CHAT_ID": "100",
+    }
+
+    def ask(text: str) -> str:
+        done = subprocess.run(
+            [sys.executable, str(tools / "ask_agent.py"), "research", text],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert "ECHO:" in ask("Remember 42.")
+    lost = list((tmp_path / "home" / ".claude" / "projects").glob("*research*/*.jsonl"))
+    assert lost, "the CLI kept no session file"
+    for file in lost:
+        file.unlink()
+    answer = ask("What did I ask you to remember?")
+    assert answer.startswith(RESTORED_NOTICE), answer
+    assert "ECHO:" in answer
