@@ -108,3 +108,29 @@ def test_showfiles_browses_to_a_deliverable_and_sends_it(
         agent.stop()
     assert [(f.name, f.content) for f in sent] == [("report.txt", b"Q3: up 12%\n")]
     assert "Sending output_to_user/report.txt." in str(stub.bot_messages(USER)[0]["text"])
+
+
+def test_start_welcomes_and_a_quick_start_button_reaches_the_cli_as_its_prompt(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    record = tmp_path / "record.jsonl"
+    agent = setup_agent(tmp_path, stub, FAKECLI_RECORD=str(record))
+    agent.start()
+    transport = Transport(agent).start()
+    try:
+        stub.wait_for(lambda: stub.calls_to("getUpdates"), timeout=20)
+        stub.user_sends(USER, "/start", user_id=USER)
+        stub.wait_for(lambda: any(m["reply_markup"] for m in stub.bot_messages(USER)), timeout=20)
+        (hello,) = stub.bot_messages(USER)
+        assert "Welcome to ductor" in str(hello["plain_text"])
+        buttons = keyboard(hello)
+        stub.user_presses(
+            USER, hello["message_id"], buttons["Let's get to know each other"], user_id=USER
+        )
+        stub.wait_for(record.exists, timeout=30)
+    finally:
+        transport.stop()
+        agent.stop()
+    run = json.loads(record.read_text().splitlines()[0])
+    given = "\n".join([*run["argv"], run["stdin"] or ""])
+    assert "I would like you to get to know me" in given

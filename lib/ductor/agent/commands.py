@@ -23,6 +23,7 @@ from ductor.agent import (
     selectors,
     session_commands,
     task_commands,
+    welcome,
 )
 from ductor.agent.execute import SEP
 from ductor.run import run as run_command
@@ -318,7 +319,7 @@ COMMANDS: dict[str, Handler] = {
     "/showfiles": files_selector.cmd_showfiles,
     "/diagnose": cmd_diagnose,
     "/help": cmd_help,
-    "/start": cmd_help,
+    "/start": welcome.cmd_start,
     "/info": cmd_info,
     "/agents": agent_commands.cmd_agents,
     "/agent_start": agent_commands.cmd_agent_start,

@@ -30,6 +30,7 @@ from ductor.agent import (
     selectors,
     session_commands,
     task_commands,
+    welcome,
 )
 from ductor.agent.core import Agent
 from ductor.agent.turns import TurnKind
@@ -271,6 +272,10 @@ async def _button(agent: Agent, request: protocol.Request, conn: Connection) -> 
         cancelled = agent.cancel_queued(request.session, data[3:])
         text = "[Message cancelled.]" if cancelled else "That message is no longer queued."
         conn.send(Events.final(request.id, text=text, command=True))
+        return
+    quick_start = welcome.quick_start_prompt(data)
+    if quick_start is not None:  # /start's buttons: their prompt, as if the user typed it
+        _submit(agent, request, conn, TurnKind.MESSAGE, quick_start)
         return
     buttons = (
         selectors.handle_button,
