@@ -8,23 +8,17 @@ tool scripts can change it at the same time without losing an edit.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ductor import atomic
+from ductor import atomic, tomlstore
 from ductor import calendar as cron_calendar
-from ductor.config.load import parse_toml, read_text
-from ductor.config.scan import scan
 from ductor.config.schema import PROVIDERS, REASONING_EFFORTS
-from ductor.errors import ConfigError, UsageError
+from ductor.errors import UsageError
 
 JOB_NAME = r"[a-z0-9][a-z0-9_-]{0,47}"
 _JOB_NAME = re.compile(JOB_NAME)
@@ -63,8 +57,7 @@ class Job:
         return dataclasses.asdict(self)
 
 
-_FIELD_TYPES = {f.name: str(f.type) for f in fields(Job)}
-_EDITABLE = frozenset(_FIELD_TYPES) - {"name", "created_at", "updated_at"}
+_EDITABLE = frozenset(f.name for f in fields(Job)) - {"name", "created_at", "updated_at"}
 
 
 def now_iso() -> str:
@@ -130,19 +123,11 @@ def validate(job: Job) -> Job:
     return dataclasses.replace(job, transport=transport)
 
 
-class JobStore:
+class JobStore(tomlstore.TomlStore[Job]):
     """The cron jobs of one agent, kept in ``STATE_DIR/cron_jobs.toml`` (mode 0600)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / FILE_NAME
-
-    def load(self) -> dict[str, Job]:
-        """Every job by name; {} when there is no file yet. ConfigError if it is broken."""
-        text = read_text(self.path)
-        if text is None:
-            return {}
-        return _parse(text, self.path)
+        super().__init__(state_dir, _LAYOUT)
 
     def get(self, name: str) -> Job:
         jobs = self.load()
@@ -186,23 +171,6 @@ class JobStore:
         with self._locked() as jobs:
             return jobs.pop(_require_name(jobs, name))
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Job]]:
-        """Read the jobs under an exclusive lock, yield them for changing, write them back
-        if they changed (atomically, 0600)."""
-        atomic.make_directories(self.state_dir)
-        lock = self.state_dir / f".{FILE_NAME}.lock"
-        fd = atomic.open_lock_file(lock)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            jobs = self.load()
-            before = dict(jobs)
-            yield jobs
-            if jobs != before:
-                atomic.write_text(self.path, render(jobs))
-        finally:
-            os.close(fd)
-
 
 def _require_name(jobs: dict[str, Job], name: str) -> str:
     if name not in jobs:
@@ -221,69 +189,28 @@ Change them with `ductor cron edit AGENT NAME ...`; after editing by hand, run
 `ductor cron sync AGENT` so the timers follow. Comments here are not kept."""
 
 
+def _dependency_check(values: dict[str, Any]) -> tuple[str, str] | None:
+    problem = dependency_problem(values.get("dependency", ""))
+    return None if problem is None else (problem, "dependency")
+
+
+_LAYOUT = tomlstore.TableFile(
+    file_name=FILE_NAME,
+    record=Job,
+    table="jobs",
+    key="name",
+    key_pattern=JOB_NAME,
+    noun="job",
+    plural="jobs",
+    required=("schedule", "prompt"),
+    header=HEADER,
+    check=_dependency_check,
+)
+
+
 def render(jobs: dict[str, Job]) -> str:
     """The TOML text of ``jobs``: one ``[jobs.NAME]`` table each, sorted by name."""
-    import tomlkit
-
-    doc = tomlkit.document()
-    for line in HEADER.splitlines():
-        doc.add(tomlkit.comment(line))
-    table = tomlkit.table(is_super_table=True)
-    for name in sorted(jobs):
-        entry = tomlkit.table()
-        for key, value in jobs[name].to_dict().items():
-            if key == "name" or value is None:
-                continue
-            multiline = isinstance(value, str) and "\n" in value
-            entry.add(key, tomlkit.string(value, multiline=True) if multiline else value)
-        table.add(name, entry)
-    doc.add("jobs", table)
-    return tomlkit.dumps(doc)
-
-
-def _parse(text: str, path: Path) -> dict[str, Job]:
-    data = parse_toml(text, path)
-
-    def error(detail: str, *keys: str) -> ConfigError:
-        line = scan(text).line_of(keys) if keys else None
-        return ConfigError(detail, file=path, key=".".join(keys) or None, line=line)
-
-    extra = sorted(set(data) - {"jobs"})
-    if extra:
-        raise error("unknown key (this file holds only [jobs.NAME] tables)", extra[0])
-    tables = data.get("jobs", {})
-    if not isinstance(tables, dict):
-        raise error("expected a table of jobs", "jobs")
-    jobs: dict[str, Job] = {}
-    for name, raw in tables.items():
-        if not isinstance(raw, dict):
-            raise error("expected a table", "jobs", name)
-        if not _JOB_NAME.fullmatch(name):
-            raise error(f"invalid job name (expected {JOB_NAME})", "jobs", name)
-        values: dict[str, Any] = {"name": name}
-        for key, value in raw.items():
-            kind = _FIELD_TYPES.get(key)
-            if kind is None or key == "name":
-                raise error("unknown key", "jobs", name, key)
-            if not _has_type(value, kind):
-                raise error(f"expected {kind.replace(' | None', '')}", "jobs", name, key)
-            values[key] = value
-        for key in ("schedule", "prompt"):
-            if key not in values:
-                raise error(f"the job has no {key!r}", "jobs", name)
-        dependency = dependency_problem(values.get("dependency", ""))
-        if dependency is not None:
-            raise error(dependency, "jobs", name, "dependency")
-        jobs[name] = Job(**values)
-    return jobs
-
-
-def _has_type(value: object, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    return isinstance(value, int) and not isinstance(value, bool)  # "int | None"
+    return tomlstore.render(jobs, _LAYOUT)
 
 
 def task_path(workspace: Path, name: str) -> Path:

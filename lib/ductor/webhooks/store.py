@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import os
 import re
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ductor import atomic
-from ductor.config.load import parse_toml, read_text
-from ductor.config.scan import scan
+from ductor import atomic, tomlstore
 from ductor.cron.jobs import dependency_problem
-from ductor.errors import ConfigError, DuctorError, UsageError
+from ductor.errors import DuctorError, UsageError
 
 HOOK_ID = r"[a-z0-9][a-z0-9_-]{0,47}"
 _HOOK_ID = re.compile(HOOK_ID)
@@ -96,8 +91,7 @@ class Hook:
         return data
 
 
-_FIELD_TYPES = {f.name: str(f.type) for f in fields(Hook)}
-EDITABLE = frozenset(_FIELD_TYPES) - {"id", "created_at", "updated_at"}
+EDITABLE = frozenset(f.name for f in fields(Hook)) - {"id", "created_at", "updated_at"}
 
 
 def now_iso() -> str:
@@ -155,19 +149,11 @@ def validate(hook: Hook) -> Hook:
     return dataclasses.replace(hook, **changes)
 
 
-class HookStore:
+class HookStore(tomlstore.TomlStore[Hook]):
     """The webhooks of one agent, kept in ``STATE_DIR/webhooks.toml`` (mode 0600)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / FILE_NAME
-
-    def load(self) -> dict[str, Hook]:
-        """Every hook by id; {} when there is no file yet. ConfigError if it is broken."""
-        text = read_text(self.path)
-        if text is None:
-            return {}
-        return _parse(text, self.path)
+        super().__init__(state_dir, _LAYOUT)
 
     def get(self, hook_id: str) -> Hook:
         hooks = self.load()
@@ -212,20 +198,6 @@ class HookStore:
             (self.state_dir / CALLS_DIR / f"{hook_id}.json").unlink()
         return hook
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Hook]]:
-        atomic.make_directories(self.state_dir)
-        fd = atomic.open_lock_file(self.state_dir / f".{FILE_NAME}.lock")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            hooks = self.load()
-            before = dict(hooks)
-            yield hooks
-            if hooks != before:
-                atomic.write_text(self.path, render(hooks), mode=0o600)
-        finally:
-            os.close(fd)
-
     # The record of the last calls: written by the server and the runner, read by status.
 
     def record_call(self, hook_id: str, **fields_: object) -> None:
@@ -256,61 +228,18 @@ It holds their tokens and HMAC secrets: keep it private (mode 0600).
 Change them with `ductor webhook edit AGENT ID ...`. Comments here are not kept."""
 
 
+_LAYOUT = tomlstore.TableFile(
+    file_name=FILE_NAME,
+    record=Hook,
+    table="hooks",
+    key="id",
+    key_pattern=HOOK_ID,
+    noun="webhook",
+    plural="webhooks",
+    required=("prompt_template",),
+    header=HEADER,
+)
+
+
 def render(hooks: dict[str, Hook]) -> str:
-    import tomlkit
-
-    doc = tomlkit.document()
-    for line in HEADER.splitlines():
-        doc.add(tomlkit.comment(line))
-    table = tomlkit.table(is_super_table=True)
-    for hook_id in sorted(hooks):
-        entry = tomlkit.table()
-        for key, value in hooks[hook_id].to_dict().items():
-            if key == "id" or value is None:
-                continue
-            multiline = isinstance(value, str) and "\n" in value
-            entry.add(key, tomlkit.string(value, multiline=True) if multiline else value)
-        table.add(hook_id, entry)
-    doc.add("hooks", table)
-    return tomlkit.dumps(doc)
-
-
-def _parse(text: str, path: Path) -> dict[str, Hook]:
-    data = parse_toml(text, path)
-
-    def error(detail: str, *keys: str) -> ConfigError:
-        line = scan(text).line_of(keys) if keys else None
-        return ConfigError(detail, file=path, key=".".join(keys) or None, line=line)
-
-    extra = sorted(set(data) - {"hooks"})
-    if extra:
-        raise error("unknown key (this file holds only [hooks.ID] tables)", extra[0])
-    tables = data.get("hooks", {})
-    if not isinstance(tables, dict):
-        raise error("expected a table of webhooks", "hooks")
-    hooks: dict[str, Hook] = {}
-    for hook_id, raw in tables.items():
-        if not isinstance(raw, dict):
-            raise error("expected a table", "hooks", hook_id)
-        if not _HOOK_ID.fullmatch(hook_id):
-            raise error(f"invalid webhook id (expected {HOOK_ID})", "hooks", hook_id)
-        values: dict[str, Any] = {"id": hook_id}
-        for key, value in raw.items():
-            kind = _FIELD_TYPES.get(key)
-            if kind is None or key == "id":
-                raise error("unknown key", "hooks", hook_id, key)
-            if not _has_type(value, kind):
-                raise error(f"expected {kind.replace(' | None', '')}", "hooks", hook_id, key)
-            values[key] = value
-        if "prompt_template" not in values:
-            raise error("the webhook has no 'prompt_template'", "hooks", hook_id)
-        hooks[hook_id] = Hook(**values)
-    return hooks
-
-
-def _has_type(value: object, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    return isinstance(value, int) and not isinstance(value, bool)  # "int | None"
+    return tomlstore.render(hooks, _LAYOUT)
