@@ -329,7 +329,7 @@ def ask_async(agent: Agent, request: protocol.Request, args: dict[str, Any]) -> 
         message=message,
         session=session_name(agent.name, request.session),
         reply_agent=reply_agent,
-        reply_session=request.session or "" if reply_agent == agent.name else "",
+        reply_session=(request.session or "") if reply_agent == agent.name else "",
         summary=str(args.get("summary") or ""),
         silent=bool(args.get("silent")) or bool(reply_to),
         new_session=bool(args.get("new")),
