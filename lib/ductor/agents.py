@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ductor import atomic, config
+from ductor import atomic, config, sandbox
 from ductor.errors import DuctorError, UsageError
 from ductor.paths import Paths, validate_agent_name
 from ductor.units import (
@@ -285,6 +285,10 @@ def sync_target(paths: Paths, manager: Manager, name: str) -> bool:
         changed = write_dropin(directory, service, limits, command=command) or changed
     else:
         changed = remove_dropin(directory, service) or changed
+    fence = sandbox.dropin(paths, name, agent_config)
+    fenced = sandbox.agent_units(name)
+    changed = sandbox.sync_units(directory, fenced, fence, command=command) or changed
+    changed = sandbox.sync_cron(directory, name, fence, command=command) or changed
     listen = webhook_units.sync_socket(directory, name, agent_config, command=command)
     if changed or listen:
         manager.daemon_reload()
@@ -329,6 +333,8 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     directory = unit_dir(manager.mode)
     changed = remove_dropin(directory, target(name))
     changed = remove_dropin(directory, unit_name(webhook_units.SOCKET_TEMPLATE, name)) or changed
+    changed = sandbox.sync_units(directory, sandbox.agent_units(name), "", command="") or changed
+    changed = sandbox.sync_cron(directory, name, "", command="") or changed
     for timer in _heartbeat_units(paths, manager, name, directory):
         manager.systemctl("disable", "--now", timer, check=False)
         changed = remove_dropin(directory, timer) or changed

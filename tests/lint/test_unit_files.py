@@ -136,3 +136,38 @@ def test_hardening_drop_ins_lower_the_exposure(rendered: dict[str, Path], tmp_pa
             for r in (bare, hardened)
         ]
         assert scores[1] < scores[0] - 3, f"{template}: {scores}"
+
+
+# The agent with `sandbox.mode = "workspace"` (docs/sandbox.md): the drop-in
+# lib/ductor/sandbox.py writes must take it clearly below the "home" sandbox.
+WORKSPACE_SANDBOX_THRESHOLD = 2.2
+
+
+@pytest.mark.parametrize("mode", ["user", "system"])
+def test_the_workspace_sandbox_scores_below_the_home_sandbox(
+    rendered: dict[str, Path], mode: str, tmp_path: Path
+) -> None:
+    from ductor import sandbox
+    from ductor.config import AgentConfig
+    from ductor.config.schema import SandboxConfig
+    from ductor.paths import Mode, resolve
+
+    directory = rendered[mode]
+    unit = instantiate(directory, "ductor-agent@.service", "home")
+    home = analyze(mode, directory, "security", "--offline=true", "--no-pager", unit)
+    fenced = instantiate(directory, "ductor-agent@.service", "fenced")
+    env = {"HOME": str(tmp_path), "DUCTOR_MODE": mode, "PATH": os.environ.get("PATH", "")}
+    paths = resolve(env=env)
+    assert paths.mode is Mode(mode)
+    config = AgentConfig(sandbox=SandboxConfig(mode="workspace"))
+    (directory / f"{fenced}.d" / sandbox.DROPIN_NAME).write_text(
+        sandbox.dropin(paths, "fenced", config, env), encoding="utf-8"
+    )
+    workspace = analyze(mode, directory, "security", "--offline=true", "--no-pager", fenced)
+    scores = [
+        float(re.findall(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)[0])
+        for r in (home, workspace)
+    ]
+    print(f"{mode} ductor-agent@.service: home {scores[0]}, workspace {scores[1]}")
+    assert scores[1] <= WORKSPACE_SANDBOX_THRESHOLD, scores
+    assert scores[1] < scores[0], scores

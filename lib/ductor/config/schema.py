@@ -31,6 +31,10 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IMAGE_FORMATS = ("webp", "jpeg", "png")
 #: Which devices of allowed Matrix users get the keys of encrypted rooms (docs/matrix.md).
 DEVICE_TRUSTS = ("tofu", "known")
+#: What the CLIs of an agent can see (docs/sandbox.md): the whole home, or an empty home
+#: with only the workspace, the CLIs' own folders, project roots and mounts in it.
+SANDBOX_MODES = ("home", "workspace")
+SANDBOX_NETWORKS = ("host", "none")
 
 
 def _empty_map() -> Mapping[str, str]:
@@ -291,6 +295,22 @@ class LimitsConfig:
     cpu_weight: int = setting(0, min=0, max=10000)
 
 
+def _sandbox_mount(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    path = value[:-3] if value.endswith((":ro", ":rw")) else value
+    if not path.startswith("/") or ":" in path or "%" in path or "\n" in path:
+        return 'expected an absolute path, with ":ro" at the end for read-only ("/srv/data:ro")'
+    return None
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    mode: str = setting("home", choices=SANDBOX_MODES)
+    network: str = setting("host", choices=SANDBOX_NETWORKS)
+    mounts: tuple[str, ...] = setting((), check=_sandbox_mount, unique=True)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """The effective configuration of one agent."""
@@ -332,6 +352,7 @@ class AgentConfig:
     cron: CronConfig = field(default_factory=CronConfig)
     cli_parameters: CliParametersConfig = field(default_factory=CliParametersConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     @property
     def outboxes(self) -> tuple[str, ...]:

@@ -342,4 +342,22 @@ def _streaming_chars(config: AgentConfig) -> dict[str, str] | None:
     }
 
 
-CROSS_CHECKS: tuple[CrossCheck, ...] = (_compaction_target, _streaming_chars)
+#: Where each provider's CLI sends its prompts: without a network it cannot answer.
+PROVIDER_APIS = {
+    "claude": "api.anthropic.com",
+    "codex": "api.openai.com",
+    "gemini": "generativelanguage.googleapis.com",
+}
+
+
+def _sandbox_network(config: AgentConfig) -> dict[str, str] | None:
+    api = PROVIDER_APIS.get(config.provider)
+    if config.sandbox.network != "none" or api is None:
+        return None
+    return {
+        "sandbox.network": f'expected "host": provider {config.provider} needs its API'
+        f" ({api}), which a sandbox without network cannot reach"
+    }
+
+
+CROSS_CHECKS: tuple[CrossCheck, ...] = (_compaction_target, _streaming_chars, _sandbox_network)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ductor import calendar as cron_calendar
+from ductor import sandbox
 from ductor.cron.jobs import Job, JobStore
 from ductor.errors import UsageError
 from ductor.paths import Mode, Paths
@@ -141,10 +142,13 @@ def sync_jobs(paths: Paths, manager: Manager, agent: str) -> SyncReport:
     """Make the agent's timers match its job file; see the module docstring."""
     jobs = JobStore(paths.agent_state(agent)).load()
     default_timezone = ""
+    fence = ""  # the agent's sandbox, for each job's service
     if jobs:
         from ductor.config import load_agent_config
 
-        default_timezone = load_agent_config(paths, agent).user_timezone
+        agent_config = load_agent_config(paths, agent)
+        default_timezone = agent_config.user_timezone
+        fence = sandbox.dropin(paths, agent, agent_config)
     directory = unit_dir(manager.mode)
     dropins: dict[str, str] = {}
     for job in jobs.values():  # check every job before writing any file
@@ -156,7 +160,12 @@ def sync_jobs(paths: Paths, manager: Manager, agent: str) -> SyncReport:
     services = {}
     if manager.mode is Mode.SYSTEM:
         services = dict.fromkeys(jobs, service_dropin(paths, agent))
-    return _apply(manager, agent, dropins, wanted, services)
+    report = _apply(manager, agent, dropins, wanted, services)
+    command = f"ductor cron sync {agent}"
+    if sandbox.sync_cron(directory, agent, fence, command=command):
+        manager.daemon_reload()
+        report.reloaded = True
+    return report
 
 
 def unschedule_all(manager: Manager, agent: str) -> SyncReport:
