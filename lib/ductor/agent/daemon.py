@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ductor import __version__, config, service
-from ductor.agent import task_commands, workspace
+from ductor.agent import skills, task_commands, workspace
 from ductor.agent.core import Agent
 from ductor.agent.inbox import InboxReader
 from ductor.agent.server import AgentServer
@@ -118,6 +118,7 @@ async def serve(
         agent=name,
         providers=workspace.installed_providers() or [agent_config.provider],
     )
+    skills.sync_skills(agent.workspace, agent.env, agent_config.skills)
     sock = inherited_socket(os.environ)
     activated = sock is not None
     if sock is None:
@@ -142,6 +143,8 @@ async def serve(
             later = config.restart_needed(agent.config, new)
             agent.apply_config(new)
             server.max_bytes = new.limits.frame_max_bytes
+            # ductor-skills@NAME.path reloads the agent when a skill folder changes.
+            skills.sync_skills(agent.workspace, agent.env, new.skills)
             if later:
                 log.warning("needs restart to apply: %s", ", ".join(later))
             log.info("config reloaded")

@@ -50,6 +50,7 @@ DIRECTORIES = (
     str(MEDIA_TOOLS_DIR),
     "cron_tasks",
     "tasks",
+    "skills",
 )
 MAINMEMORY = Path("memory_system") / "MAINMEMORY.md"
 SHIPPED_MANIFEST = Path("tools") / ".shipped.json"

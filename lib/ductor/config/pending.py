@@ -30,7 +30,6 @@ PENDING: dict[str, str] = {
     "memory.flush.": "the pre-compaction memory flush is not built yet",
     "memory.compaction.": "memory compaction is not built yet",
     "notifications.upgrade_targets": "upgrade notices are not built yet",
-    "skills.": "skills are not built yet",
     "cron.delivery_retry.": "the spool retries every delivery with its own backoff",
     "cron.preflight.": "cron preflight checks are not built yet",
 }

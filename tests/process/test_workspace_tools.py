@@ -1,17 +1,22 @@
-"""A voice note from Telegram reaches the CLI with the tool that reads it, and that tool,
-run as the CLI would run it in the workspace, returns the text: the Telegram transport
-and the agent as processes, the fake Bot API, the fake CLI recording what it was given."""
+"""What the workspace gives a chat, with the agent (and the Telegram transport) as
+processes, the fake Bot API and the fake CLI recording what it was given: a voice note
+reaches the CLI with the tool that reads it (and that tool gives its text), /showfiles
+sends a deliverable, /start's quick starts reach the CLI, and skills are linked into a
+CLI's skill folder at start and on reload."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.process.agent_proc import AgentProcess
 from tests.process.test_telegram_transport import USER, Transport, answer_texts, setup_agent
 from tests.stubs.telegram_api import TelegramStub
 
@@ -134,3 +139,31 @@ def test_start_welcomes_and_a_quick_start_button_reaches_the_cli_as_its_prompt(
     run = json.loads(record.read_text().splitlines()[0])
     given = "\n".join([*run["argv"], run["stdin"] or ""])
     assert "I would like you to get to know me" in given
+
+
+def test_a_skill_added_in_the_workspace_appears_in_the_cli_skill_folder_as_a_link(
+    tmp_path: Path,
+) -> None:
+    agent = AgentProcess(tmp_path)
+    agent.write_config()
+    (tmp_path / "home" / ".claude").mkdir(parents=True)
+    skill = agent.workspace / "skills" / "pdf-tools"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text("---\nname: pdf-tools\ndescription: PDF work\n---\n")
+    agent.start()
+    try:
+        link = tmp_path / "home" / ".claude" / "skills" / "pdf-tools"
+        assert link.is_symlink() and link.resolve() == skill.resolve(), agent.log()
+        # A skill added while the agent runs: ductor-skills@NAME.path reloads the agent.
+        later = agent.workspace / "skills" / "review"
+        later.mkdir()
+        (later / "SKILL.md").write_text("---\nname: review\ndescription: Reviews\n---\n")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        added = tmp_path / "home" / ".claude" / "skills" / "review"
+        deadline = time.monotonic() + 10
+        while not added.is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert added.is_symlink(), agent.log()
+    finally:
+        agent.stop()
