@@ -93,6 +93,17 @@ def clear_outboxes(systemd: Any) -> None:
         sh(systemd, f"rm -rf {CONFIG}/{name}/spool/outbox/tg")
 
 
+def test_a_sync_ask_starts_a_target_whose_daemon_is_off_through_its_socket(pair: Any) -> None:
+    sd = pair
+    sh(sd, f"systemctl --user stop ductor-agent@{TARGET}.service")
+    assert show(sd, f"ductor-agent@{TARGET}.socket", "ActiveState")["ActiveState"] == "active"
+    tools = f"{CONFIG}/{SENDER}/workspace/tools/agent_tools"
+    env = f"DUCTOR_AGENT_NAME={SENDER} DUCTOR_TRANSPORT=tg DUCTOR_CHAT_ID={USERS[SENDER]}"
+    out = sh(sd, f"{env} python3 {tools}/ask_agent.py {TARGET} 'Are you there?'")
+    assert out.stdout.strip() and '"ok": false' not in out.stdout, out.stdout
+    assert show(sd, f"ductor-agent@{TARGET}.service", "ActiveState")["ActiveState"] == "active"
+
+
 def test_an_async_request_to_a_stopped_agent_is_answered_once_after_it_starts(pair: Any) -> None:
     sd = pair
     clear_outboxes(sd)
