@@ -194,11 +194,12 @@ def summary(config: AgentConfig) -> str:
     return "home (the CLI can read and write the whole home directory)"
 
 
-def prompt_sentence(paths: Paths, name: str, config: AgentConfig) -> str:
-    """What the CLI is told about its sandbox (the appended system prompt); "" in home mode."""
+def prompt_sentence(workspace: Path, config: AgentConfig) -> str:
+    """What the CLI is told about its sandbox (the appended system prompt); "" in home mode.
+    Rule files are written only when missing, so this reaches agents created before."""
     if config.sandbox.mode != "workspace":
         return ""
-    folders = [str(paths.workspace(name)), *config.project_roots.values()]
+    folders = [str(workspace), *config.project_roots.values()]
     folders += [str(parse_mount(m)[0]) for m in config.sandbox.mounts]
     return (
         "You run in a sandbox: only your workspace, your own CLI config and these folders"

@@ -239,6 +239,13 @@ def check_turns(sd: Any, agent: Agent) -> None:
     assert "workspace-note" in answer and exists(sd, f"{agent.workspace}/written-by-cli")
     assert "project-readme" in answer and exists(sd, f"{agent.project}/written-by-cli")
 
+    doctor = run(sd, agent, f"{agent.ductor} doctor {agent.name}", check=False).stdout
+    assert f"sandbox {agent.name}: workspace" in doctor, doctor
+    assert f"{agent.project} (read-write: project root)" in doctor, doctor
+    assert f"media tools {agent.name}: available to its CLIs" in doctor, doctor
+    status = chat(sd, agent, "/status")
+    assert "Sandbox" in status and "workspace (the CLI sees only" in status, status
+
     again = chat(sd, agent, "second probe in the sandbox")
     assert "SECRET-HIDDEN" in again, again
     # the CLI resumed its session: one transcript holds both prompts

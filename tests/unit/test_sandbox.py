@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ductor import sandbox
+from ductor.agent import prompt
 from ductor.config import AgentConfig, load_agent_config, validate_all
 from ductor.config.schema import SandboxConfig
 from ductor.paths import Mode, Paths
@@ -100,9 +101,11 @@ def test_doctor_and_status_say_what_the_cli_can_see(paths: Paths, home: Path) ->
 
 
 def test_the_cli_is_told_which_folders_it_can_reach(paths: Paths) -> None:
-    sentence = sandbox.prompt_sentence(paths, "main", workspace_config())
+    sentence = sandbox.prompt_sentence(paths.workspace("main"), workspace_config())
     assert "sandbox" in sentence and "/home/u/src/web" in sentence and "/srv/ref" in sentence
-    assert sandbox.prompt_sentence(paths, "main", AgentConfig()) == ""
+    assert sandbox.prompt_sentence(paths.workspace("main"), AgentConfig()) == ""
+    appended = prompt.system_prompt_append(paths.workspace("main"), sandbox=sentence)
+    assert appended.startswith("You run in a sandbox")
 
 
 def test_sync_writes_the_drop_in_for_scheduled_cron_jobs_and_removes_stale_ones(

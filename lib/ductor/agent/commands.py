@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ductor import __version__, clipath, protocol
+from ductor import __version__, clipath, protocol, sandbox
 from ductor.agent import (
     agent_commands,
     cron_selector,
@@ -181,6 +181,7 @@ async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> Command
     if lane is not None and lane.busy:
         lines.append(f"running: {'yes' if lane.running else 'no'} · queued: {len(lane.pending)}")
     lines.append(f"**Agent** {SEP} {agent.name}: {agent.status_line()}")
+    lines.append(f"**Sandbox** {SEP} {sandbox.summary(agent.config)}")
     lines += await asyncio.to_thread(agent_commands.status_lines, agent)
     hooks = await asyncio.to_thread(webhook_status.lines, agent.state_dir)
     if hooks:

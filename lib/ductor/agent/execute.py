@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ductor import protocol
+from ductor import protocol, sandbox
 from ductor.agent import markup, prompt
 from ductor.agent.runner import CliNotFound, CliRun, RunSpec, TimeoutStatus
 from ductor.agent.sessions import FreshnessPolicy, Session, SessionStore, session_age_note
@@ -301,6 +301,7 @@ class Turn:
             env.workspace,
             extra_files=config.append_system_prompt_files,
             memory=new_session,
+            sandbox=sandbox.prompt_sentence(env.workspace, config),
         )
         effort = session.effort or config.reasoning_effort
         request = TurnRequest(

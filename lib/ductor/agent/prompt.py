@@ -210,15 +210,18 @@ def system_prompt_append(
     extra_files: Sequence[str] = (),
     limit_bytes: int = APPEND_LIMIT_BYTES,
     memory: bool = True,
+    sandbox: str = "",
 ) -> str:
     """Text to add to the CLI's system prompt.
 
-    With ``memory`` (new sessions), the content of memory_system/MAINMEMORY.md; then
-    each of ``extra_files`` (``append_system_prompt_files``, relative to the workspace)
-    under a heading naming it. Files outside the workspace (symlinks resolved), missing,
-    empty or larger than ``limit_bytes`` are left out with a warning.
+    First ``sandbox``, what the agent's sandbox lets the CLI reach (every turn: the rule
+    files of older agents do not say it). With ``memory`` (new sessions), the content of
+    memory_system/MAINMEMORY.md; then each of ``extra_files`` (``append_system_prompt_files``,
+    relative to the workspace) under a heading naming it. Files outside the workspace
+    (symlinks resolved), missing, empty or larger than ``limit_bytes`` are left out with a
+    warning.
     """
-    parts: list[str] = []
+    parts: list[str] = [sandbox] if sandbox else []
     if memory and (workspace / MAINMEMORY).exists():
         content = _read_for_prompt(workspace / MAINMEMORY, str(MAINMEMORY), workspace, limit_bytes)
         if content:

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from ductor import agents, config
+from ductor import agents, config, sandbox
 from ductor.cli.context import Context
 from ductor.clipath import PROVIDER_COMMANDS, find_cli, logged_in, unit_path
 from ductor.config.secrets import MAX_SECRET_BYTES
 from ductor.errors import ConfigError, ExitCode
 from ductor.paths import Mode, systemd_version
-from ductor.units import Manager, systemd_is_pid1, unescape, unit_name
+from ductor.units import Manager, systemd_is_pid1, unescape, unit_dir, unit_name
 
 MIN_SYSTEMD = 252
 TEMPLATES = ("ductor.target", "ductor@.target")
@@ -446,6 +446,47 @@ def check_matrix_rooms(ctx: Context, names: list[str]) -> list[Check]:
     return checks
 
 
+def check_sandbox(ctx: Context, names: list[str]) -> list[Check]:
+    """Each agent's sandbox, what its CLIs can see, whether the drop-in on disk says the
+    same, and which media tools they can run."""
+    checks: list[Check] = []
+    directory = unit_dir(ctx.mode)
+    for name in names:
+        try:
+            agent_config = config.load_agent_config(ctx.paths, name)
+        except ConfigError:
+            continue  # reported by check_config
+        label = f"sandbox {name}"
+        wanted = sandbox.dropin(ctx.paths, name, agent_config)
+        unit = unit_name(agents.AGENT_SERVICE, name)
+        try:
+            written = (directory / f"{unit}.d" / sandbox.DROPIN_NAME).read_text(encoding="utf-8")
+        except OSError:
+            written = ""
+        if (wanted and wanted not in written) or (written and not wanted):
+            systemctl = "systemctl --user" if ctx.mode is Mode.USER else "systemctl"
+            fix = f"ductor agent sync {name} && {systemctl} restart {unit}"
+            detail = "the units do not have the configured sandbox yet"
+            checks.append(Check(label, Level.WARN, detail, fix))
+        if wanted:
+            seen = [
+                m.describe() + ("" if m.path.exists() else " [missing]")
+                for m in sandbox.mounts(ctx.paths, name, agent_config)
+            ]
+            detail = "workspace: the rest of the home is empty and read-only; visible: "
+            checks.append(Check(label, Level.OK, detail + "; ".join(seen)))
+        else:
+            checks.append(Check(label, Level.INFO, sandbox.summary(agent_config)))
+        tools = sandbox.media_tools(ctx.paths, name, agent_config)
+        have = [tool for tool, path in tools.items() if path]
+        missing = [tool for tool, path in tools.items() if not path]
+        detail = f"available to its CLIs: {', '.join(have) or 'none'}"
+        if missing:
+            detail += f"; not available: {', '.join(missing)} (docs/media-tools.md)"
+        checks.append(Check(f"media tools {name}", Level.INFO, detail))
+    return checks
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
     problem = ctx.manager.problem()
@@ -460,6 +501,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         *check_credentials(ctx, names),
         *(check_unit_credentials(ctx, names) if manager_runs else []),
         *check_clis(ctx, names),
+        *check_sandbox(ctx, names),
     ]
     if manager_runs:
         checks += [*check_units(ctx, names), *check_sockets(ctx, names)]

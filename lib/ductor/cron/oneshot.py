@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ductor import atomic, config
+from ductor import atomic, config, sandbox
 from ductor import log as ductor_log
 from ductor.cron.jobs import Job, JobStore, task_folder
 from ductor.errors import ConfigError, DuctorError, ExitCode, UsageError
@@ -133,8 +133,10 @@ async def run_cli(
     )
     effort = job.effort or agent_config.reasoning_effort
     mode = agent_config.permission_mode
+    fence = sandbox.prompt_sentence(paths.workspace(agent), agent_config)
     context = "\n\n".join(
-        text for name in ("RULES.md", "MEMORY.md") if (text := _read(folder / name).strip())
+        [fence] * bool(fence)
+        + [text for name in ("RULES.md", "MEMORY.md") if (text := _read(folder / name).strip())]
     )
     request = TurnRequest(
         prompt=job.prompt,
