@@ -159,7 +159,7 @@ class StubClock:
                     clock.stops.append(now)
 
         anthropic_api._Handler._event = event  # type: ignore[method-assign,assignment]
-        record = AnthropicStub._record
+        record = AnthropicStub.record
 
         def recorded(stub: AnthropicStub, method: str, path: str, body: Any) -> Any:
             if body is not None:
@@ -167,7 +167,7 @@ class StubClock:
                     clock.requests.append(time.monotonic())
             return record(stub, method, path, body)
 
-        AnthropicStub._record = recorded  # type: ignore[method-assign,assignment]
+        AnthropicStub.record = recorded  # type: ignore[method-assign,assignment]
 
         def answer(body: Any, behaviour: Any, message_id: str) -> list[dict[str, Any]]:
             return [{"type": "text", "text": ANSWER}]

@@ -430,7 +430,7 @@ def cut_every_stream_halfway(monkeypatch: pytest.MonkeyPatch) -> None:
         delta = {"type": "text_delta", "text": half}
         self._event("content_block_delta", {"index": index, "delta": delta})
         self._event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
-        self._write_chunk(b"")
+        self.end_stream()
         raise ClientGone
 
     monkeypatch.setattr(anthropic_api._Handler, "_stream_block", stream_block)

@@ -1,9 +1,10 @@
 """What the stubs of the model APIs share: a threaded HTTP server on 127.0.0.1 that
 records the requests it gets and answers them as its current :class:`Behaviour` says.
 
-Stdlib only. Subclasses (``openai_api.OpenAIStub``, ``gemini_api.GeminiStub``) route
-the paths of their API; the handler helpers stream SSE, sleep while watching whether the
-client left (an interrupted CLI), stall and cut a stream in the middle.
+Stdlib only. Subclasses (``anthropic_api.AnthropicStub``, ``openai_api.OpenAIStub``,
+``gemini_api.GeminiStub``) route the paths of their API; the handler helpers stream
+SSE, sleep while watching whether the client left (an interrupted CLI), stall and cut a
+stream in the middle.
 """
 
 from __future__ import annotations
