@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ductor import clipath
+from ductor import atomic, clipath
 from ductor.config import AgentConfig
 from ductor.paths import SYSTEM_STATE_DIR, Mode, Paths
-from ductor.units import remove_dropin, unit_dir, unit_name, write_dropin
+from ductor.units import Manager, remove_dropin, unit_dir, unit_name, write_dropin
 
 DROPIN_NAME = "60-sandbox.conf"  # after 50-hardening.conf, whose ReadWritePaths= it resets
 #: Templates whose units run a CLI for one agent (the instance is the agent's name).
@@ -257,3 +257,36 @@ def sync_cron(directory: Path, agent: str, text: str, *, command: str) -> bool:
     wanted = scheduled if text else set()
     changed = sync_units(directory, sorted(wanted), text, command=command)
     return sync_units(directory, sorted(fenced - wanted), "", command=command) or changed
+
+
+TASK_TEMPLATE = "ductor-task@.service"
+
+
+def fence_task(manager: Manager, agent: str, unit: str) -> None:
+    """Give a task's unit the agent's sandbox before it starts (a task id is new each
+    time, so ``ductor agent sync`` cannot write it ahead); drop-ins of the agent's
+    finished tasks go. Raises OSError when the drop-in cannot be written: a task that
+    would run outside the agent's sandbox does not start."""
+    directory = unit_dir(manager.mode)
+    agent_dropin = directory / f"{unit_name(AGENT_TEMPLATES[0], agent)}.d" / DROPIN_NAME
+    try:
+        text = agent_dropin.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    prefix = unit_name(TASK_TEMPLATE, agent).removesuffix(".service") + ":"
+    stale = [
+        entry.name.removesuffix(".d")
+        for entry in (directory.iterdir() if directory.is_dir() else [])
+        if entry.name.startswith(prefix) and (entry / DROPIN_NAME).is_file()
+    ]
+    if stale:
+        running = set(manager.list_units([f"{prefix}*.service"], all_units=False))
+        stale = [u for u in stale if u not in running and u != unit]
+    changed = sync_units(directory, stale, "", command="")
+    target = directory / f"{unit}.d" / DROPIN_NAME
+    if text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(target, text, mode=0o644)
+        changed = True
+    if changed:
+        manager.daemon_reload()

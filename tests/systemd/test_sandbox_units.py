@@ -11,6 +11,7 @@ bind-mounted read-only into the booted system at /opt/claude-code.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ def probe_script(agent: Agent) -> str:
         f"(echo x > {agent.outside}) 2>/dev/null && echo OUTSIDE-WRITTEN || echo OUTSIDE-REFUSED\n"
         f"echo x > {agent.workspace}/written-by-cli && cat {agent.workspace}/note.txt\n"
         f"echo x > {agent.project}/written-by-cli && cat {agent.project}/readme.txt\n"
+        f'echo "task=${{DUCTOR_TASK_ID:-none}}'
+        f' $(cat {agent.secret} 2>/dev/null || echo SECRET-HIDDEN)"'
+        f" >> {agent.workspace}/probe.log\n"
     )
 
 
@@ -313,3 +317,28 @@ def test_system_mode_workspace_sandbox_holds_for_a_cron_run(
     claude_inside: Any, system_agent: Agent
 ) -> None:
     check_cron(claude_inside, system_agent)
+
+
+def test_user_mode_workspace_sandbox_holds_for_a_background_task(
+    claude_inside: Any, user_agent: Agent
+) -> None:
+    sd, agent = claude_inside, user_agent
+    use_sandbox(sd, agent, "workspace")
+    chat(sd, agent, "lay out the workspace")
+    tools = f"{agent.workspace}/tools/task_tools"
+    created = run(
+        sd,
+        agent,
+        f"DUCTOR_AGENT_NAME={agent.name} DUCTOR_TRANSPORT=tg DUCTOR_CHAT_ID=7"
+        f" python3 {tools}/create_task.py --name probe 'probe as a task'",
+    )
+    task_id = json.loads(created.stdout)["task"]["id"]
+    sd.wait_until(
+        lambda: f"task={task_id} " in sh(sd, f"cat {agent.workspace}/probe.log", user=False).stdout,
+        timeout=60,
+        what="the task's CLI ran the probe",
+    )
+    log = sh(sd, f"cat {agent.workspace}/probe.log", user=False).stdout
+    line = next(line for line in log.splitlines() if line.startswith(f"task={task_id} "))
+    assert line.endswith("SECRET-HIDDEN"), log
+    assert SECRET not in log.split(f"task={task_id} ", 1)[1], log

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ductor import sandbox
 from ductor.paths import Mode
 from ductor.units import Manager, instance, unit_name
 
@@ -53,6 +54,7 @@ class Launcher:
         """Start a run; returns the runner's pid when it is a plain process, else 0."""
         if self.systemd:
             unit = task_unit(self.agent, task_id)
+            sandbox.fence_task(Manager(self.mode), self.agent, unit)
             Manager(self.mode).systemctl("start", "--no-block", unit, timeout=30)
             log.info("task %s: started %s", task_id, unit)
             return 0
