@@ -1,8 +1,9 @@
 """Two agents under a real systemd: an async request to an agent that is off waits in
 its inbox and is answered once after it starts; the sender's agent killed with SIGKILL
-between request and result still gets the result once; ``/agents`` shows a crashed
-agent as failed; ``ductor-shared-memory.path`` carries SHAREDMEMORY.md into both
-memories.
+between request and result still gets the result once; ``/agents``, ``/status`` and
+``ductor status`` show an agent that keeps crashing; ``ductor-shared-memory.path``
+carries SHAREDMEMORY.md into both memories; a sync ask starts an agent through its
+socket.
 
 Both agents (``ia1`` asks, ``ia2`` answers) run the fake ``claude`` (tests/fakecli); only
 their sockets (and the resume path) are started, no transport, so what a chat would get
@@ -146,26 +147,38 @@ def test_the_result_reaches_a_sender_killed_between_request_and_result_once(
         set_env(sd, TARGET)
 
 
-def test_agents_shows_an_agent_that_keeps_crashing_as_failed(pair: Any) -> None:
+def test_agents_and_status_show_an_agent_that_keeps_crashing(pair: Any) -> None:
     sd = pair
-    config = f"{CONFIG}/agents/{TARGET}.toml"
-    sh(sd, f"cp {config} {config}.good && echo 'provider = 42' >> {config}")
+    unit = f"ductor-agent@{TARGET}.service"
+    socket = f"ductor-agent@{TARGET}.socket"
+    workspace = f"{CONFIG}/{TARGET}/workspace"
+    dropin = f"~/.config/systemd/user/{unit}.d/99-test.conf"
+    # A workspace that is a file makes every start fail (exit 1); quick restarts reach
+    # the start limit in a second or two.
+    sh(sd, f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nRestartSec=100ms\\n' > {dropin}")
+    sh(sd, "systemctl --user daemon-reload")
+    stop_agent(sd, TARGET)
+    sh(sd, f"mv {workspace} {workspace}.bak && touch {workspace}")
     try:
-        stop_agent(sd, TARGET)
-        sh(sd, f"systemctl --user start ductor-agent@{TARGET}.service", check=False)
+        sh(sd, f"systemctl --user start {unit}", check=False)
         sd.wait_until(
             lambda: (
-                show(sd, f"ductor-agent@{TARGET}.service", "ActiveState")["ActiveState"] == "failed"
+                "start-limit-hit" in show(sd, socket, "Result")["Result"]
+                or show(sd, unit, "Result")["Result"] == "start-limit-hit"
             ),
-            timeout=30,
-            what="the agent with a broken config fails",
+            timeout=60,
+            what="the crashing agent hits its start limit",
         )
         listed = sh(sd, f"ductor chat {SENDER} -m /agents").stdout
         assert f"✖ **{TARGET}**" in listed, listed
-        assert "failed" in listed.split(f"**{TARGET}**")[1]
+        assert "start limit hit: it keeps crashing" in listed, listed
+        status = sh(sd, f"ductor chat {SENDER} -m /status").stdout
+        assert f"✖ {TARGET}: failed, start limit hit" in status, status
+        assert "start limit hit: keeps crashing" in sh(sd, f"ductor status {TARGET}").stdout
     finally:
-        sh(sd, f"mv {config}.good {config}")
-        sh(sd, f"systemctl --user reset-failed ductor-agent@{TARGET}.service", check=False)
+        sh(sd, f"rm -f {workspace} {dropin} && mv {workspace}.bak {workspace}")
+        sh(sd, "systemctl --user daemon-reload")
+        sh(sd, f"systemctl --user reset-failed {unit} {socket}", check=False)
         start_agent(sd, TARGET)
 
 

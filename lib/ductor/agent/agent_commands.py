@@ -40,6 +40,9 @@ PROPERTIES = (
     "NRestarts",
     "MemoryCurrent",
 )
+# A unit that keeps crashing: the service's Result=, or (systemd 252, socket-activated)
+# its socket's, once the start limit is hit.
+START_LIMIT_HIT = frozenset({"start-limit-hit", "service-start-limit-hit"})
 ICONS = {"active": "●", "activating": "◐", "reloading": "◐", "failed": "✖"}
 
 AGENT_COMMANDS = f"""**Multi-agent** {SEP}
@@ -98,13 +101,15 @@ def service(name: str) -> str:
 
 def health(manager: Manager, names: list[str]) -> dict[str, Health]:
     """State of each agent's daemon (falling back to its target) as systemd sees it."""
-    units = [service(n) for n in names] + [agents.target(n) for n in names]
+    sockets = [unit_name("ductor-agent@.socket", n) for n in names]
+    units = [service(n) for n in names] + [agents.target(n) for n in names] + sockets
     shown = manager.show(units, PROPERTIES)
     by_unit = {p.get("Id", ""): p for p in shown if p.get("Id")}
     found: dict[str, Health] = {}
     for name in names:
         props = by_unit.get(service(name), {})
         target = by_unit.get(agents.target(name), {})
+        socket = by_unit.get(unit_name("ductor-agent@.socket", name), {})
         state = props.get("ActiveState", "unknown")
         if state == "inactive" and target.get("ActiveState") == "active":
             state, props = "idle", {**props, "SubState": "socket-activated"}
@@ -114,7 +119,9 @@ def health(manager: Manager, names: list[str]) -> dict[str, Health]:
             name=name,
             state=state,
             sub=props.get("SubState", ""),
-            result=props.get("Result", ""),
+            result="start-limit-hit"
+            if {props.get("Result"), socket.get("Result")} & START_LIMIT_HIT
+            else props.get("Result", ""),
             since=since,
             restarts=_int(props.get("NRestarts")),
             memory_bytes=_int(props.get("MemoryCurrent")),

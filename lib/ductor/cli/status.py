@@ -21,6 +21,7 @@ PROPERTIES = (
     "NRestarts",
     "MemoryCurrent",
     "NextElapseUSecRealtime",
+    "Result",
 )
 
 
@@ -35,12 +36,16 @@ class UnitStatus:
     restarts: int | None
     memory_bytes: int | None
     next_run: str
+    result: str = ""  # systemd's Result=: "start-limit-hit" for a unit that keeps crashing
 
     def row(self) -> list[str]:
+        state = f"{self.active} ({self.sub})" if self.sub else self.active
+        if self.result in ("start-limit-hit", "service-start-limit-hit"):
+            state += ", start limit hit: keeps crashing"
         return [
             self.agent,
             self.unit,
-            f"{self.active} ({self.sub})" if self.sub else self.active,
+            state,
             self.enabled or "-",
             self.since or "-",
             "-" if self.restarts is None else str(self.restarts),
@@ -106,6 +111,7 @@ def collect(manager: Manager, names: list[str]) -> list[UnitStatus]:
                 restarts=_int(props.get("NRestarts")),
                 memory_bytes=_int(props.get("MemoryCurrent")),
                 next_run=_timestamp(props.get("NextElapseUSecRealtime", "")),
+                result=props.get("Result", ""),
             )
         )
     return statuses
