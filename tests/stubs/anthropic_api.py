@@ -31,7 +31,6 @@ serves until interrupted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -50,7 +49,8 @@ from tests.stubs.model_stub import (
     ModelStub,
     StubHandler,
     chunks,
-    serve_until_signalled,
+    serve_standalone,
+    standalone_options,
     token_estimate,
 )
 
@@ -284,32 +284,13 @@ def _block_tokens(block: Mapping[str, Any]) -> int:
     return token_estimate(json.dumps(block.get("text") or block.get("input") or ""))
 
 
-def _options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.stubs.anthropic_api",
-        description="Serve a stub of the Anthropic Messages API on 127.0.0.1.",
-    )
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ECHO.value)
+def main(argv: list[str] | None = None) -> int:
+    parser = standalone_options("tests.stubs.anthropic_api", "the Anthropic Messages API")
     parser.add_argument("--chunk-size", type=int, default=0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--first-byte-delay", type=float, default=0.0)
-    parser.add_argument("--status", type=int, default=500, help="HTTP status of --mode error")
     parser.add_argument("--command", default="echo hi", help="the Bash call of --mode tool")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _options().parse_args(argv)
-    behaviour = Behaviour(
-        mode=Mode(args.mode),
-        chunk_size=args.chunk_size,
-        chunk_delay=args.chunk_delay,
-        first_byte_delay=args.first_byte_delay,
-        status=args.status,
-        command=args.command,
-    )
-    return serve_until_signalled(AnthropicStub(args.port, behaviour))
+    return serve_standalone(AnthropicStub, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

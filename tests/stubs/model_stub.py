@@ -9,6 +9,8 @@ stream in the middle.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import select
 import signal
@@ -263,6 +265,27 @@ class StubHandler(BaseHTTPRequestHandler):
             return sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
+
+
+def standalone_options(module: str, api: str) -> argparse.ArgumentParser:
+    """The options of ``python -m MODULE``: the port, the mode and the error status."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=f"Serve a stub of {api} on 127.0.0.1."
+    )
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ECHO.value)
+    parser.add_argument("--status", type=int, default=500, help="HTTP status of --mode error")
+    return parser
+
+
+def serve_standalone(stub_class: type[ModelStub], args: argparse.Namespace) -> int:
+    """Serve ``stub_class`` on ``args.port`` with the behaviour the other options give."""
+    options = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Behaviour)
+        if field.name != "mode" and hasattr(args, field.name)
+    }
+    return serve_until_signalled(stub_class(args.port, Behaviour(Mode(args.mode), **options)))
 
 
 def serve_until_signalled(stub: ModelStub) -> int:

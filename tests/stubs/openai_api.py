@@ -24,7 +24,6 @@ until interrupted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping
@@ -41,7 +40,8 @@ from tests.stubs.model_stub import (
     ModelStub,
     StubHandler,
     chunks,
-    serve_until_signalled,
+    serve_standalone,
+    standalone_options,
     token_estimate,
 )
 
@@ -243,22 +243,9 @@ class _Handler(StubHandler):
             self.sse(delta, "response.output_text.delta")
 
 
-def _options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.stubs.openai_api",
-        description="Serve a stub of the OpenAI Responses API on 127.0.0.1.",
-    )
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.ECHO.value)
-    parser.add_argument("--status", type=int, default=500, help="HTTP status of --mode error")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _options().parse_args(argv)
-    return serve_until_signalled(
-        OpenAIStub(args.port, Behaviour(Mode(args.mode), status=args.status))
-    )
+    args = standalone_options("tests.stubs.openai_api", "the OpenAI Responses API").parse_args(argv)
+    return serve_standalone(OpenAIStub, args)
 
 
 if __name__ == "__main__":
