@@ -137,8 +137,10 @@ if TYPE_CHECKING:
 
 # Each name is imported from its module when first used: ``from ductor import config`` costs
 # nothing until then, so a command that never reads a config (``ductor chat``, ``ductor
-# --help``) does not pay for the schema (~25 ms of dataclasses) or the loader.
+# --help``) does not pay for the schema (~25 ms of dataclasses) or the loader. A name of
+# __all__ not named here with its module is one of the schema.
 _MODULES = {
+    **dict.fromkeys(__all__, "schema"),
     **dict.fromkeys(
         (
             "changed_keys",
@@ -151,48 +153,6 @@ _MODULES = {
             "validate_global",
         ),
         "load",
-    ),
-    **dict.fromkeys(
-        (
-            "FILE_ACCESS",
-            "HOT_KEYS",
-            "IMAGE_FORMATS",
-            "LANGUAGES",
-            "LOG_LEVELS",
-            "PERMISSION_MODES",
-            "PROVIDERS",
-            "REASONING_EFFORTS",
-            "SCHEMA_KEYS",
-            "TRANSPORT_OUTBOX",
-            "TRANSPORTS",
-            "AgentConfig",
-            "ChatTarget",
-            "CleanupConfig",
-            "CliParametersConfig",
-            "CronConfig",
-            "CronDeliveryRetryConfig",
-            "CronPreflightConfig",
-            "HeartbeatConfig",
-            "HeartbeatTarget",
-            "ImageConfig",
-            "LimitsConfig",
-            "MatrixConfig",
-            "MemoryCompactionConfig",
-            "MemoryConfig",
-            "MemoryFlushConfig",
-            "MemoryReflectionConfig",
-            "NotificationsConfig",
-            "SceneConfig",
-            "SkillsConfig",
-            "SkillSyncConfig",
-            "StreamingConfig",
-            "TasksConfig",
-            "TelegramConfig",
-            "TimeoutsConfig",
-            "TranscriptionConfig",
-            "WebhooksConfig",
-        ),
-        "schema",
     ),
     **dict.fromkeys(
         (
