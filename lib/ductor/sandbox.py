@@ -17,11 +17,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ductor import atomic, clipath
-from ductor.config import AgentConfig
 from ductor.paths import SYSTEM_STATE_DIR, Mode, Paths
 from ductor.units import Manager, remove_dropin, unit_dir, unit_name, write_dropin
+
+if TYPE_CHECKING:  # the schema's dataclasses cost ~10 ms: `ductor chat` imports this module
+    from ductor.config.schema import AgentConfig
 
 DROPIN_NAME = "60-sandbox.conf"  # after 50-hardening.conf, whose ReadWritePaths= it resets
 #: Templates whose units run a CLI for one agent (the instance is the agent's name).
