@@ -52,3 +52,34 @@ class RefuseSecret(argparse.Action):
 def refuse_secret(parser: argparse.ArgumentParser, *options: str, instead: str) -> None:
     """Register ``options`` as secret-carrying options that are always refused."""
     parser.add_argument(*options, action=RefuseSecret, instead=instead)
+
+
+class RecordActions:
+    """The actions of a command over one agent's records (``ductor cron``, ``ductor
+    webhook``): ``ductor COMMAND ACTION AGENT [RECORD] [--json] ...``."""
+
+    def __init__(
+        self, command: argparse.ArgumentParser, dest: str, *, record: str, metavar: str
+    ) -> None:
+        self.actions = command.add_subparsers(dest=dest, metavar="ACTION", required=True)
+        self.record = record  # the argument naming one record ("name", "hook")
+        self.metavar = metavar
+
+    def add(
+        self, name: str, text: str, handler: Any, *, of_record: bool = True
+    ) -> argparse.ArgumentParser:
+        """An action taking the agent, one record unless ``of_record`` is false, and --json."""
+        parser = self.actions.add_parser(name, help=text, description=text)
+        parser.add_argument("agent", metavar="AGENT")
+        if of_record:
+            parser.add_argument(self.record, metavar=self.metavar)
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.set_defaults(handler=handler)
+        return parser
+
+
+def add_enable_switch(parser: argparse.ArgumentParser) -> None:
+    """``--enable`` / ``--disable`` setting ``enabled`` (None when neither is given)."""
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    state.add_argument("--disable", dest="enabled", action="store_const", const=False)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ductor import agents
 from ductor import calendar as cron_calendar
+from ductor.cli.args import RecordActions, add_enable_switch
 from ductor.cli.context import Context, table
 from ductor.cron import jobs as cron_jobs
 from ductor.cron.jobs import Job, JobStore
@@ -351,31 +352,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Scheduled jobs: each runs the agent's CLI once with its prompt, on a"
         " systemd timer, and posts the answer to its chat.",
     )
-    cron_sub = p.add_subparsers(dest="cron_command", metavar="ACTION", required=True)
-
-    def action(name: str, text: str, handler: Any, *, job: bool = True) -> argparse.ArgumentParser:
-        q = cron_sub.add_parser(name, help=text, description=text)
-        q.add_argument("agent", metavar="AGENT")
-        if job:
-            q.add_argument("name", metavar="NAME")
-        q.add_argument("--json", action="store_true", help="machine-readable output")
-        q.set_defaults(handler=handler)
-        return q
-
+    actions = RecordActions(p, "cron_command", record="name", metavar="NAME")
+    action = actions.add
     q = action("add", "schedule a new job", run_add)
     _job_options(q, editing=False)
     q = action("edit", "change a job (options not given stay as they are)", run_edit)
     _job_options(q, editing=True)
-    state = q.add_mutually_exclusive_group()
-    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
-    action("list", "the agent's jobs with their next run", run_list, job=False)
+    add_enable_switch(q)
+    action("list", "the agent's jobs with their next run", run_list, of_record=False)
     q = action("remove", "delete a job and its timer", run_remove)
     q.add_argument("--purge", action="store_true", help="also delete its task folder")
     action("enable", "let a job run on its schedule", _set_enabled(True))
     action("disable", "stop a job from running (a run in progress finishes)", _set_enabled(False))
     action("run", "run a job now, once", run_run)
-    q = cron_sub.add_parser("sync", help="make the timers match the job files")
+    q = actions.actions.add_parser("sync", help="make the timers match the job files")
     q.add_argument("agent", metavar="AGENT", nargs="?")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=run_sync)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ductor import agents
+from ductor.cli.args import RecordActions, add_enable_switch
 from ductor.cli.context import Context, table
 from ductor.errors import UsageError
 from ductor.webhooks.status import last_call_line
@@ -267,25 +268,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Webhooks: POST /hooks/ID with a token or signature; the JSON fills the"
         " hook's prompt, which wakes the chat's session or runs a task. See docs/webhooks.md.",
     )
-    hook_sub = p.add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
-
-    def action(name: str, text: str, handler: Any, *, hook: bool = True) -> argparse.ArgumentParser:
-        q = hook_sub.add_parser(name, help=text, description=text)
-        q.add_argument("agent", metavar="AGENT")
-        if hook:
-            q.add_argument("hook", metavar="HOOK")
-        q.add_argument("--json", action="store_true", help="machine-readable output")
-        q.set_defaults(handler=handler)
-        return q
-
+    action = RecordActions(p, "webhook_command", record="hook", metavar="HOOK").add
     q = action("add", "create a webhook; prints its URL and secret", run_add)
     _options(q, editing=False)
     q = action("edit", "change a webhook (options not given stay as they are)", run_edit)
     _options(q, editing=True)
-    state = q.add_mutually_exclusive_group()
-    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
-    action("list", "the agent's webhooks and their last call", run_list, hook=False)
+    add_enable_switch(q)
+    action("list", "the agent's webhooks and their last call", run_list, of_record=False)
     q = action("show", "one webhook, its URL and its last call", run_show)
     q.add_argument("--secret", action="store_true", help="also print its token or secret")
     action("remove", "delete a webhook", run_remove)
