@@ -182,7 +182,7 @@ def test_in_a_group_only_the_bots_own_commands_count() -> None:
 
 
 def test_an_unknown_command_in_a_direct_chat_gets_the_list_not_the_cli() -> None:
-    for word in ("restart", "upgrade", "agents"):
+    for word in ("restart", "upgrade", "sandbox"):
         incoming = run(text(f"!{word}"))
         assert (incoming.action, incoming.text) == (Action.UNKNOWN_COMMAND, f"/{word}")
 

@@ -61,7 +61,8 @@ COMMANDS = frozenset(
     {
         "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/session",
         "/sessions", "/memory", "/diagnose", "/help", "/start", "/info", "/where", "/leave",
-        "/showfiles",
+        "/showfiles", "/agents", "/agent_start", "/agent_stop", "/agent_restart",
+        "/agent_commands",
     }
 )  # fmt: skip
 ABORT_COMMANDS = {
