@@ -243,6 +243,10 @@ def check_turns(sd: Any, agent: Agent) -> None:
     assert "workspace-note" in answer and exists(sd, f"{agent.workspace}/written-by-cli")
     assert "project-readme" in answer and exists(sd, f"{agent.project}/written-by-cli")
 
+    for template in ("ductor-agent@", "ductor-webhook-run@"):  # every unit that runs a CLI
+        unit = f"{template}{agent.name}.service"
+        dropins = run(sd, agent, f"{agent.systemctl} show -p DropInPaths {unit}").stdout
+        assert "60-sandbox.conf" in dropins, (unit, dropins)
     doctor = run(sd, agent, f"{agent.ductor} doctor {agent.name}", check=False).stdout
     assert f"sandbox {agent.name}: workspace" in doctor, doctor
     assert f"{agent.project} (read-write: project root)" in doctor, doctor
