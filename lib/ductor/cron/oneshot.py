@@ -14,7 +14,6 @@ agent daemon; only the spool, the config and the CLI runner.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
@@ -26,11 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ductor import atomic, config, sandbox
-from ductor import log as ductor_log
+from ductor import atomic, config, program, sandbox
 from ductor.cron.jobs import Job, JobStore, task_folder
-from ductor.errors import ConfigError, DuctorError, ExitCode, UsageError
-from ductor.paths import Paths, resolve
+from ductor.errors import ConfigError, DuctorError, UsageError
+from ductor.paths import Paths
 from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Routing, Spool
 from ductor.units import parse_instance
 
@@ -316,9 +314,7 @@ def report_failure(unit: str, paths: Paths) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ductor-cron", description=__doc__.split("\n")[0])
-    parser.add_argument("--system", dest="mode", action="store_const", const="system")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = program.parser("ductor-cron", __doc__.split("\n")[0])
     run = sub.add_parser("run", help="run one cron job now: AGENT:JOB (escaped as in the unit)")
     run.add_argument("instance")
     failed = sub.add_parser("failed", help="report a failed ductor-cron@ unit to its chat")
@@ -326,11 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     beat = sub.add_parser("heartbeat", help="one heartbeat of an agent")
     beat.add_argument("agent")
     args = parser.parse_args(argv)
-    ductor_log.setup("INFO")
-    try:
-        from ductor.paths import Mode
 
-        paths = resolve(Mode(args.mode) if args.mode else None)
+    def command(paths: Paths) -> int:
         if args.command == "run":
             parts = parse_instance(args.instance)
             if len(parts) != 2:
@@ -341,12 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ductor.cron.heartbeat import heartbeat
 
         return heartbeat(args.agent, paths)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return int(ExitCode.CONFIG)
-    except DuctorError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
+
+    return program.run(args, command, log)
 
 
 if __name__ == "__main__":

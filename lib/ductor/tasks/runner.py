@@ -16,7 +16,6 @@ Light like the cron oneshot: no messenger library, no agent daemon.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -26,10 +25,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ductor import config
-from ductor import log as ductor_log
-from ductor.errors import ConfigError, DuctorError, ExitCode, UsageError
-from ductor.paths import Mode, Paths, resolve
+from ductor import config, program
+from ductor.errors import ConfigError, UsageError
+from ductor.paths import Paths
 from ductor.spool import Button, Spool
 from ductor.tasks import texts
 from ductor.tasks.store import ACTIVE, Status, Task, TaskKind, TaskStore
@@ -271,9 +269,7 @@ def abandon(agent: str, task: Task, paths: Paths, reason: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ductor-task", description=__doc__.split("\n")[0])
-    parser.add_argument("--system", dest="mode", action="store_const", const="system")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = program.parser("ductor-task", __doc__.split("\n")[0])
     sub.add_parser("run", help="run one task: AGENT:ID (escaped as in the unit)").add_argument(
         "instance"
     )
@@ -281,21 +277,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "instance"
     )
     args = parser.parse_args(argv)
-    ductor_log.setup("INFO")
-    try:
-        paths = resolve(Mode(args.mode) if args.mode else None)
+
+    def command(paths: Paths) -> int:
         parts = parse_instance(args.instance)
         if len(parts) != 2:
             raise UsageError(f"expected AGENT:ID, got {args.instance!r}")
         if args.command == "run":
             return run_task(parts[0], parts[1], paths)
         return finish(parts[0], parts[1], paths)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return int(ExitCode.CONFIG)
-    except DuctorError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
+
+    return program.run(args, command, log)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from ductor import log as ductor_log
-from ductor.errors import ConfigError, DuctorError, ExitCode
-from ductor.paths import Mode, resolve, validate_agent_name
+from ductor import program
+from ductor.paths import Paths, validate_agent_name
 
 log = logging.getLogger("ductor.webhook")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ductor-webhook", description=__doc__.split("\n")[0])
-    parser.add_argument("--system", dest="mode", action="store_const", const="system")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = program.parser("ductor-webhook", __doc__.split("\n")[0])
     serve = sub.add_parser("serve", help="answer HTTP requests for an agent's webhooks")
     serve.add_argument("name")
     serve.add_argument(
@@ -34,9 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the queued cron_task calls of an agent")
     run.add_argument("name")
     args = parser.parse_args(argv)
-    ductor_log.setup("INFO")
-    try:
-        paths = resolve(Mode(args.mode) if args.mode else None)
+
+    def command(paths: Paths) -> int:
         name = validate_agent_name(args.name)
         if args.command == "serve":
             from ductor.webhooks.server import serve as serve_http
@@ -46,12 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_queue(name, paths)
         return 0
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return int(ExitCode.CONFIG)
-    except DuctorError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
+
+    return program.run(args, command, log)
 
 
 if __name__ == "__main__":
