@@ -469,12 +469,13 @@ def check_sandbox(ctx: Context, names: list[str]) -> list[Check]:
             detail = "the units do not have the configured sandbox yet"
             checks.append(Check(label, Level.WARN, detail, fix))
         if wanted:
-            seen = [
-                m.describe() + ("" if m.path.exists() else " [missing]")
-                for m in sandbox.mounts(ctx.paths, name, agent_config)
-            ]
-            detail = "workspace: the rest of the home is empty and read-only; visible: "
-            checks.append(Check(label, Level.OK, detail + "; ".join(seen)))
+            bound = sandbox.mounts(ctx.paths, name, agent_config)
+            seen = [f"\n       {m.describe()}" for m in bound if m.path.exists()]
+            missing = [str(m.path) for m in bound if not m.path.exists()]
+            detail = "workspace: the home is empty and read-only but for" + "".join(seen)
+            if missing:
+                detail += "\n       not bound, missing: " + ", ".join(missing)
+            checks.append(Check(label, Level.OK, detail))
         else:
             checks.append(Check(label, Level.INFO, sandbox.summary(agent_config)))
         tools = sandbox.media_tools(ctx.paths, name, agent_config)
