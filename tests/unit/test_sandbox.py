@@ -3,6 +3,7 @@ and the config errors a user gets for it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ductor.agent import prompt
 from ductor.config import AgentConfig, load_agent_config, validate_all
 from ductor.config.schema import SandboxConfig
 from ductor.paths import Mode, Paths
+from ductor.units import Manager
 
 
 @pytest.fixture
@@ -144,3 +146,68 @@ def test_a_valid_sandbox_table_loads(paths: Paths) -> None:
     write_agent(paths, '[sandbox]\nmode = "workspace"\nmounts = ["/srv/a", "/srv/b:ro"]\n')
     config = load_agent_config(paths, "main")
     assert config.sandbox == SandboxConfig(mode="workspace", mounts=("/srv/a", "/srv/b:ro"))
+
+
+class FakeManager(Manager):
+    """The user's manager, with the running units given and reloads counted."""
+
+    running: tuple[str, ...] = ()
+    reloads: list[int]
+
+    def list_units(self, patterns: Iterable[str], *, all_units: bool = True) -> list[str]:
+        return list(self.running)
+
+    def daemon_reload(self) -> None:
+        self.reloads.append(1)
+
+
+def fake_manager(*running: str) -> FakeManager:
+    manager = FakeManager(Mode.USER)
+    object.__setattr__(manager, "running", running)
+    object.__setattr__(manager, "reloads", [])
+    return manager
+
+
+def test_a_task_of_a_sandboxed_agent_starts_in_the_agents_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    units = tmp_path / "systemd" / "user"
+    agent = units / "ductor-agent@main.service.d"
+    agent.mkdir(parents=True)
+    (agent / sandbox.DROPIN_NAME).write_text("[Service]\nProtectHome=tmpfs\n", encoding="utf-8")
+    old = units / "ductor-task@main:old.service.d"
+    busy = units / "ductor-task@main:busy.service.d"
+    for folder in (old, busy):
+        folder.mkdir()
+        (folder / sandbox.DROPIN_NAME).write_text("x", encoding="utf-8")
+    manager = fake_manager("ductor-task@main:busy.service")
+    sandbox.fence_task(manager, "main", "ductor-task@main:new.service")
+    new = units / "ductor-task@main:new.service.d" / sandbox.DROPIN_NAME
+    assert new.read_text(encoding="utf-8") == "[Service]\nProtectHome=tmpfs\n"
+    assert not old.exists()  # a finished task's drop-in goes
+    assert (busy / sandbox.DROPIN_NAME).exists()  # a running one keeps it
+    assert manager.reloads == [1]
+
+
+def test_a_task_of_an_agent_without_sandbox_costs_no_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    manager = fake_manager()
+    sandbox.fence_task(manager, "main", "ductor-task@main:new.service")
+    assert manager.reloads == []
+    assert not (tmp_path / "systemd" / "user" / "ductor-task@main:new.service.d").exists()
+
+
+def test_a_task_whose_sandbox_cannot_be_written_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    units = tmp_path / "systemd" / "user"
+    agent = units / "ductor-agent@main.service.d"
+    agent.mkdir(parents=True)
+    (agent / sandbox.DROPIN_NAME).write_text("[Service]\n", encoding="utf-8")
+    (units / "ductor-task@main:new.service.d").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(OSError):
+        sandbox.fence_task(fake_manager(), "main", "ductor-task@main:new.service")
