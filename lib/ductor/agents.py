@@ -335,6 +335,8 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     changed = remove_dropin(directory, unit_name(webhook_units.SOCKET_TEMPLATE, name)) or changed
     changed = sandbox.sync_units(directory, sandbox.agent_units(name), "", command="") or changed
     changed = sandbox.sync_cron(directory, name, "", command="") or changed
+    tasks = sandbox.fenced_tasks(directory, name)
+    changed = sandbox.sync_units(directory, tasks, "", command="") or changed
     for timer in _heartbeat_units(paths, manager, name, directory):
         manager.systemctl("disable", "--now", timer, check=False)
         changed = remove_dropin(directory, timer) or changed

@@ -265,6 +265,16 @@ def sync_cron(directory: Path, agent: str, text: str, *, command: str) -> bool:
 TASK_TEMPLATE = "ductor-task@.service"
 
 
+def fenced_tasks(directory: Path, agent: str) -> list[str]:
+    """The agent's task units that have a sandbox drop-in."""
+    prefix = unit_name(TASK_TEMPLATE, agent).removesuffix(".service") + ":"
+    return [
+        entry.name.removesuffix(".d")
+        for entry in (directory.iterdir() if directory.is_dir() else [])
+        if entry.name.startswith(prefix) and (entry / DROPIN_NAME).is_file()
+    ]
+
+
 def fence_task(manager: Manager, agent: str, unit: str) -> None:
     """Give a task's unit the agent's sandbox before it starts (a task id is new each
     time, so ``ductor agent sync`` cannot write it ahead); drop-ins of the agent's
@@ -277,11 +287,7 @@ def fence_task(manager: Manager, agent: str, unit: str) -> None:
     except FileNotFoundError:
         text = ""
     prefix = unit_name(TASK_TEMPLATE, agent).removesuffix(".service") + ":"
-    stale = [
-        entry.name.removesuffix(".d")
-        for entry in (directory.iterdir() if directory.is_dir() else [])
-        if entry.name.startswith(prefix) and (entry / DROPIN_NAME).is_file()
-    ]
+    stale = fenced_tasks(directory, agent)
     if stale:
         running = set(manager.list_units([f"{prefix}*.service"], all_units=False))
         stale = [u for u in stale if u not in running and u != unit]
