@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from ductor.agent import markup
 from ductor.errors import DuctorError
@@ -45,6 +46,37 @@ async def hand_over(
         await exchange.close()
         return None
     return exchange, first
+
+
+async def start_turn(
+    socket: Path,
+    request: Awaitable[Request | None],
+    stop: asyncio.Event,
+    *,
+    agent: str,
+    follow: Callable[[AsyncExchange, Event], Coroutine[Any, Any, None]],
+    tasks: set[asyncio.Task[None]],
+    not_followed: Callable[[], None] | None = None,
+) -> asyncio.Task[None] | None:
+    """Hand ``request`` over (see :func:`hand_over`) and ``follow`` the answer in a task
+    kept in ``tasks`` until it ends; returns the task. When there is nothing to follow (no
+    request, ``stop`` set, the agent closed, an error), ``not_followed`` is called: it
+    releases what was held for the answer (a typing notice)."""
+    task: asyncio.Task[None] | None = None
+    try:
+        ready = await request
+        handed = None
+        if ready is not None:
+            handed = await hand_over(socket, ready, stop, agent=agent)
+        if handed is not None:
+            task = asyncio.create_task(follow(*handed))
+    finally:
+        if task is None and not_followed is not None:
+            not_followed()
+    if task is not None:
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    return task
 
 
 async def ack(exchange: AsyncExchange, event: Event) -> None:

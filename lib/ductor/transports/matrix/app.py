@@ -701,25 +701,19 @@ class MatrixTransport:
         held = incoming.action is Action.MESSAGE
         if held:
             self.typing.hold(incoming.room_id)
-        task: asyncio.Task[None] | None = None
-        try:
-            request = await self.request_for(incoming)
-            handed = None
-            if request is not None:
-                handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
-            if handed is not None:
-                exchange, first = handed
-                task = asyncio.create_task(self.follow(incoming, exchange, first, typing=held))
-        finally:
-            if held and task is None:
-                self.typing.release(incoming.room_id)
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            if incoming.action is not Action.ABORT:
-                turns = self.room_turns.setdefault(incoming.room_id, set())
-                turns.add(task)
-                task.add_done_callback(turns.discard)
+        task = await agentlink.start_turn(
+            self.socket,
+            self.request_for(incoming),
+            stop,
+            agent=self.name,
+            follow=lambda exchange, first: self.follow(incoming, exchange, first, typing=held),
+            tasks=self.tasks,
+            not_followed=(lambda: self.typing.release(incoming.room_id)) if held else None,
+        )
+        if task is not None and incoming.action is not Action.ABORT:
+            turns = self.room_turns.setdefault(incoming.room_id, set())
+            turns.add(task)
+            task.add_done_callback(turns.discard)
 
     async def turns_shown(self, room: str) -> None:
         """Wait (a little) until the answers being shown in ``room`` are complete: the

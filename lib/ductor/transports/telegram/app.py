@@ -407,21 +407,15 @@ class TelegramTransport:
         held = incoming.action is Action.MESSAGE
         if held:
             self.typing.hold(typing)
-        task: asyncio.Task[None] | None = None
-        try:
-            request = await self.request_for(incoming)
-            handed = None
-            if request is not None:
-                handed = await agentlink.hand_over(self.socket, request, stop, agent=self.name)
-            if handed is not None:
-                exchange, first = handed
-                task = asyncio.create_task(self.follow(incoming, exchange, first, typing=held))
-        finally:
-            if held and task is None:
-                self.typing.release(typing)
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        await agentlink.start_turn(
+            self.socket,
+            self.request_for(incoming),
+            stop,
+            agent=self.name,
+            follow=lambda exchange, first: self.follow(incoming, exchange, first, typing=held),
+            tasks=self.tasks,
+            not_followed=(lambda: self.typing.release(typing)) if held else None,
+        )
 
     async def request_for(self, incoming: Incoming) -> Request | None:
         """The request for ``incoming``; None for a message left with nothing to send
