@@ -15,13 +15,14 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ductor import atomic
 from ductor.config.load import parse_toml, read_text
 from ductor.config.scan import scan
-from ductor.errors import ConfigError
+from ductor.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -38,8 +39,10 @@ class TableFile(Generic[R]):
     table: str  # the top-level table: [jobs.NAME]
     key: str  # the record's field that is the table's key ("name")
     key_pattern: str  # a regular expression every key matches in full
-    noun: str  # one record in error messages: "job"
+    title: str  # what a record is called in messages to the user: "cron job"
+    noun: str  # one record in messages about the file: "job"
     plural: str  # "jobs"
+    validate: Callable[[R], R]  # checks every field (UsageError), returns the record to keep
     required: tuple[str, ...]  # fields a table must give
     header: str  # the comment lines at the top of the file
     # Further checks of one record's values: (problem, field) or None.
@@ -47,6 +50,14 @@ class TableFile(Generic[R]):
 
     def field_types(self) -> dict[str, str]:
         return {f.name: str(f.type) for f in dataclasses.fields(self.record)}
+
+    def editable(self) -> frozenset[str]:
+        """The fields an update may change: all but the key and the time stamps."""
+        return frozenset(self.field_types()) - {self.key, "created_at", "updated_at"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class TomlStore(Generic[R]):
@@ -63,6 +74,32 @@ class TomlStore(Generic[R]):
         if text is None:
             return {}
         return parse(text, self.path, self.layout)
+
+    def get(self, key: str) -> R:
+        return self.require(self.load(), key)
+
+    def require(self, records: dict[str, R], key: str) -> R:
+        """The record ``key`` of ``records``; UsageError naming the ones there are."""
+        if key not in records:
+            known = ", ".join(sorted(records)) or "none"
+            raise UsageError(
+                f"no {self.layout.title} named {key!r} (existing {self.layout.plural}: {known})"
+            )
+        return records[key]
+
+    def update(self, key: str, **changes: Any) -> R:
+        """Change fields of the record ``key`` (validated again); ``updated_at`` moves
+        when something changed."""
+        unknown = sorted(set(changes) - self.layout.editable())
+        if unknown:
+            raise UsageError(f"cannot change {', '.join(unknown)} of a {self.layout.title}")
+        with self._locked() as records:
+            old = self.require(records, key)
+            record = self.layout.validate(dataclasses.replace(old, **changes))
+            if record != old:
+                record = dataclasses.replace(record, updated_at=now_iso())
+            records[key] = record
+        return record
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, R]]:

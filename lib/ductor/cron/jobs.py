@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +54,6 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-_EDITABLE = frozenset(f.name for f in fields(Job)) - {"name", "created_at", "updated_at"}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def dependency_problem(value: str) -> str | None:
@@ -129,14 +121,6 @@ class JobStore(tomlstore.TomlStore[Job]):
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir, _LAYOUT)
 
-    def get(self, name: str) -> Job:
-        jobs = self.load()
-        try:
-            return jobs[name]
-        except KeyError:
-            known = ", ".join(sorted(jobs)) or "none"
-            raise UsageError(f"no cron job named {name!r} (existing jobs: {known})") from None
-
     def add(self, job: Job) -> Job:
         job = validate(job)
         with self._locked() as jobs:
@@ -145,23 +129,11 @@ class JobStore(tomlstore.TomlStore[Job]):
                     f"a cron job named {job.name!r} exists already; change it with"
                     " `ductor cron edit` or pick another name"
                 )
-            stamp = now_iso()
+            stamp = tomlstore.now_iso()
             job = dataclasses.replace(
                 job, created_at=job.created_at or stamp, updated_at=job.updated_at or stamp
             )
             jobs[job.name] = job
-        return job
-
-    def update(self, name: str, **changes: Any) -> Job:
-        unknown = sorted(set(changes) - _EDITABLE)
-        if unknown:
-            raise UsageError(f"cannot change {', '.join(unknown)} of a cron job")
-        with self._locked() as jobs:
-            old = _require(jobs, name)
-            job = validate(dataclasses.replace(old, **changes))
-            if job != old:
-                job = dataclasses.replace(job, updated_at=now_iso())
-            jobs[name] = job
         return job
 
     def set_enabled(self, name: str, enabled: bool) -> Job:
@@ -169,18 +141,8 @@ class JobStore(tomlstore.TomlStore[Job]):
 
     def remove(self, name: str) -> Job:
         with self._locked() as jobs:
-            return jobs.pop(_require_name(jobs, name))
-
-
-def _require_name(jobs: dict[str, Job], name: str) -> str:
-    if name not in jobs:
-        known = ", ".join(sorted(jobs)) or "none"
-        raise UsageError(f"no cron job named {name!r} (existing jobs: {known})")
-    return name
-
-
-def _require(jobs: dict[str, Job], name: str) -> Job:
-    return jobs[_require_name(jobs, name)]
+            self.require(jobs, name)
+            return jobs.pop(name)
 
 
 HEADER = """\
@@ -200,8 +162,10 @@ _LAYOUT = tomlstore.TableFile(
     table="jobs",
     key="name",
     key_pattern=JOB_NAME,
+    title="cron job",
     noun="job",
     plural="jobs",
+    validate=validate,
     required=("schedule", "prompt"),
     header=HEADER,
     check=_dependency_check,

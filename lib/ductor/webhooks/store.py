@@ -13,8 +13,7 @@ import contextlib
 import dataclasses
 import re
 import secrets
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -91,13 +90,6 @@ class Hook:
         return data
 
 
-EDITABLE = frozenset(f.name for f in fields(Hook)) - {"id", "created_at", "updated_at"}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def validate(hook: Hook) -> Hook:
     """Check every field; returns the hook with the transport name normalised and a
     secret generated where its auth mode needs one. UsageError names hook and field."""
@@ -155,10 +147,6 @@ class HookStore(tomlstore.TomlStore[Hook]):
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir, _LAYOUT)
 
-    def get(self, hook_id: str) -> Hook:
-        hooks = self.load()
-        return _require(hooks, hook_id)
-
     def add(self, hook: Hook) -> Hook:
         hook = validate(hook)
         with self._locked() as hooks:
@@ -167,21 +155,9 @@ class HookStore(tomlstore.TomlStore[Hook]):
                     f"a webhook named {hook.id!r} exists already; change it with"
                     " `ductor webhook edit` or pick another name"
                 )
-            stamp = now_iso()
+            stamp = tomlstore.now_iso()
             hook = dataclasses.replace(hook, created_at=stamp, updated_at=stamp)
             hooks[hook.id] = hook
-        return hook
-
-    def update(self, hook_id: str, **changes: Any) -> Hook:
-        unknown = sorted(set(changes) - EDITABLE)
-        if unknown:
-            raise UsageError(f"cannot change {', '.join(unknown)} of a webhook")
-        with self._locked() as hooks:
-            old = _require(hooks, hook_id)
-            hook = validate(dataclasses.replace(old, **changes))
-            if hook != old:
-                hook = dataclasses.replace(hook, updated_at=now_iso())
-            hooks[hook_id] = hook
         return hook
 
     def rotate(self, hook_id: str) -> Hook:
@@ -192,7 +168,7 @@ class HookStore(tomlstore.TomlStore[Hook]):
 
     def remove(self, hook_id: str) -> Hook:
         with self._locked() as hooks:
-            hook = _require(hooks, hook_id)
+            hook = self.require(hooks, hook_id)
             del hooks[hook_id]
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / CALLS_DIR / f"{hook_id}.json").unlink()
@@ -215,13 +191,6 @@ class HookStore(tomlstore.TomlStore[Hook]):
         return data if isinstance(data, dict) else {}
 
 
-def _require(hooks: dict[str, Hook], hook_id: str) -> Hook:
-    if hook_id not in hooks:
-        known = ", ".join(sorted(hooks)) or "none"
-        raise UsageError(f"no webhook named {hook_id!r} (existing webhooks: {known})")
-    return hooks[hook_id]
-
-
 HEADER = """\
 Webhooks of this agent, written by `ductor webhook` (and the agent's webhook tools).
 It holds their tokens and HMAC secrets: keep it private (mode 0600).
@@ -234,7 +203,9 @@ _LAYOUT = tomlstore.TableFile(
     table="hooks",
     key="id",
     key_pattern=HOOK_ID,
+    title="webhook",
     noun="webhook",
+    validate=validate,
     plural="webhooks",
     required=("prompt_template",),
     header=HEADER,
