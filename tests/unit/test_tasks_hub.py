@@ -273,3 +273,20 @@ def test_a_task_for_a_matrix_room_gets_the_whole_room_id_as_its_chat(tmp_path: P
     assert "DUCTOR_TOPIC_ID" not in variables
     assert variables["DUCTOR_TASK_ID"] == "1f2e3d4c"
     assert variables["DUCTOR_AGENT_SOCKET"].endswith("/main/agent.sock")
+
+
+def test_a_chat_runs_at_most_five_named_sessions_in_the_background_at_once(
+    hub: tuple[TaskHub, FakeLauncher],
+) -> None:
+    task_hub, fake = hub
+    started = [task_hub.start_session("tg:1", f"job {n}", "claude", "opus") for n in range(5)]
+    with pytest.raises(TaskRefused, match=r"Too many background tasks \(5 max\)"):
+        task_hub.start_session("tg:1", "one more", "claude", "opus")
+    task_hub.start_session("tg:2", "another chat", "claude", "opus")  # its own cap
+    first = task_hub.store.update(started[0].id, status=Status.DONE.value)
+    fake.running.discard(first.id)
+    sixth = task_hub.start_session("tg:1", "now there is room", "claude", "opus")
+    with pytest.raises(TaskRefused, match=r"Too many background tasks \(5 max\)"):
+        task_hub.follow_up(first, "and a follow-up")  # a follow-up is a background run too
+    task_hub.store.update(sixth.id, status=Status.DONE.value)
+    assert task_hub.follow_up(first, "and a follow-up").run == 2

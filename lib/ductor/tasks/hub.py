@@ -244,6 +244,7 @@ class TaskHub:
         live = [t for t in self.list(session, TaskKind.SESSION) if not t.ended]
         if len(live) >= MAX_SESSIONS:
             raise TaskRefused(f"Too many sessions ({MAX_SESSIONS} max)")
+        self._check_session_jobs(session)
         config = self.config()
         task = Task(
             id=self._free_id(),
@@ -266,6 +267,7 @@ class TaskHub:
             raise TaskRefused(
                 f"Session '{task.name}' is still processing. Wait or use /stop to cancel."
             )
+        self._check_session_jobs(task.session)
         task = self.store.update(
             task.id,
             status=Status.STARTING.value,
@@ -276,6 +278,12 @@ class TaskHub:
             started_at=0.0,
         )
         return self._launch(task)
+
+    def _check_session_jobs(self, session: str) -> None:
+        """At most ``MAX_SESSION_JOBS`` named-session runs in the background per chat."""
+        running = [t for t in self.list(session, TaskKind.SESSION) if t.state in ACTIVE]
+        if len(running) >= MAX_SESSION_JOBS:
+            raise TaskRefused(f"Too many background tasks ({MAX_SESSION_JOBS} max)")
 
     def end(self, task: Task) -> Task:
         """End a named session: stop its run (if any), keep it out of every list."""
@@ -351,6 +359,7 @@ class TaskHub:
 
 
 MAX_SESSIONS = 10
+MAX_SESSION_JOBS = 5  # named-session runs in the background at once, per chat
 ADJECTIVES = [
     "bold",
     "blue",
