@@ -57,19 +57,31 @@ def zone(name: str) -> ZoneInfo | None:
         return None
 
 
-def routing_for(job: Job, agent_config: config.AgentConfig) -> Routing:
-    """Where the job reports: its chat, else a broadcast on the agent's first transport."""
-    default = TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
-    transport = job.transport or default
-    origin = f"cron job {job.name}"
-    if not job.chat_id:
-        return Routing(transport=transport, broadcast=True, origin=origin)
+def first_outbox(agent_config: config.AgentConfig) -> str:
+    """The outbox of the agent's first transport (``tg`` when none is configured)."""
+    return TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
+
+
+def chat_routing(
+    agent_config: config.AgentConfig, transport: str, chat_id: str, topic_id: str, origin: str
+) -> Routing:
+    """To the chat ``chat_id`` (its topic ``topic_id`` when given) on ``transport``, by
+    default the agent's first; numeric ids as numbers."""
     return Routing(
-        transport=transport,
-        chat_id=_id(job.chat_id),
-        topic_id=_id(job.topic_id) if job.topic_id else None,
+        transport=transport or first_outbox(agent_config),
+        chat_id=_id(chat_id),
+        topic_id=_id(topic_id) if topic_id else None,
         origin=origin,
     )
+
+
+def routing_for(job: Job, agent_config: config.AgentConfig) -> Routing:
+    """Where the job reports: its chat, else a broadcast on the agent's first transport."""
+    origin = f"cron job {job.name}"
+    if not job.chat_id:
+        transport = job.transport or first_outbox(agent_config)
+        return Routing(transport=transport, broadcast=True, origin=origin)
+    return chat_routing(agent_config, job.transport, job.chat_id, job.topic_id, origin)
 
 
 def _id(value: str) -> int | str:
@@ -245,7 +257,7 @@ def run_job(agent: str, job_name: str, paths: Paths) -> int:
 def main_user_routing(agent_config: config.AgentConfig, origin: str) -> Routing:
     """The main user's private chat (the first allowed Telegram user), else a broadcast
     on the agent's first transport: where a report goes when its job cannot be read."""
-    transport = TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
+    transport = first_outbox(agent_config)
     users = agent_config.telegram.allowed_user_ids
     if transport == "tg" and users:
         return Routing(transport=transport, chat_id=users[0], origin=origin)

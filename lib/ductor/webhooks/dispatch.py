@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ductor import config
-from ductor.cron.oneshot import TRANSPORT_PREFIX, main_user_routing
+from ductor.cron.oneshot import chat_routing, main_user_routing
 from ductor.paths import Mode, Paths
 from ductor.spool import Envelope, Kind, Payload, Queue, Routing, Spool
 from ductor.webhooks.store import Hook
@@ -41,20 +41,7 @@ def routing_for(hook: Hook, agent_config: config.AgentConfig) -> Routing:
     origin = f"webhook {hook.id}"
     if not hook.chat_id:
         return main_user_routing(agent_config, origin)
-    default = TRANSPORT_PREFIX.get((agent_config.transports or ("telegram",))[0], "tg")
-    return Routing(
-        transport=hook.transport or default,
-        chat_id=_id(hook.chat_id),
-        topic_id=_id(hook.topic_id) if hook.topic_id else None,
-        origin=origin,
-    )
-
-
-def _id(value: str) -> int | str:
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    return chat_routing(agent_config, hook.transport, hook.chat_id, hook.topic_id, origin)
 
 
 def accept(
