@@ -125,6 +125,17 @@ def record_run(state: Path, job: str, **fields: object) -> None:
     atomic.write_json(file, {**previous, **fields}, mode=0o600)
 
 
+def report_text(heading: str, status: ExecutionStatus, text: str, error: str) -> str:
+    """What the chat is shown of a run: the heading in bold, then the answer; a failed
+    run says so with its error, then what the CLI answered before it failed."""
+    if status is ExecutionStatus.OK:
+        return f"**{heading}**\n\n{text or '(no output)'}"
+    body = f"**{heading}** failed ({status}): {error}"
+    if text:
+        body += f"\n\n{text}"
+    return body
+
+
 async def run_cli(
     job: Job, agent: str, paths: Paths, agent_config: config.AgentConfig, folder: Path
 ) -> tuple[ExecutionStatus, str, str]:
@@ -223,13 +234,7 @@ def run_job(agent: str, job_name: str, paths: Paths) -> int:
         finished = now_utc()  # inside the lock: the next run of the dependency starts after
     envelope_id = None
     if status is not ExecutionStatus.OK or not job.silent_on_success:
-        title = job.title or job.name
-        if status is ExecutionStatus.OK:
-            body = f"**{title}**\n\n{text or '(no output)'}"
-        else:
-            body = f"**{title}** failed ({status}): {error}"
-            if text:
-                body += f"\n\n{text}"
+        body = report_text(job.title or job.name, status, text, error)
         invocation = os.environ.get("INVOCATION_ID") or started.strftime("%Y%m%d%H%M%S%f")
         envelope = Envelope.create(
             agent=agent,

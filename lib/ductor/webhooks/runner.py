@@ -15,9 +15,16 @@ import logging
 
 from ductor import config
 from ductor.cron.jobs import Job, task_folder
-from ductor.cron.oneshot import dependency_lock, in_quiet_hours, now_utc, run_cli, zone
+from ductor.cron.oneshot import (
+    dependency_lock,
+    in_quiet_hours,
+    now_utc,
+    report_text,
+    run_cli,
+    zone,
+)
 from ductor.paths import Paths
-from ductor.spool import Envelope, Execution, ExecutionStatus, Kind, Payload, Spool
+from ductor.spool import Envelope, Execution, Kind, Payload, Spool
 from ductor.webhooks.dispatch import HOOK_KEY, PROMPT_KEY, task_queue
 from ductor.webhooks.store import Hook, HookStore
 
@@ -91,13 +98,7 @@ def run_one(
     with dependency_lock(paths.agent_state(agent), hook.dependency):
         status, text, error = asyncio.run(run_cli(job, agent, paths, agent_config, folder))
         finished = now_utc()
-    title = hook.title or hook.id
-    if status is ExecutionStatus.OK:
-        body = f"**WEBHOOK (CRON TASK): {title}**\n\n{text or '(no output)'}"
-    else:
-        body = f"**WEBHOOK (CRON TASK): {title}** failed ({status}): {error}"
-        if text:
-            body += f"\n\n{text}"
+    body = report_text(f"WEBHOOK (CRON TASK): {hook.title or hook.id}", status, text, error)
     result = Envelope.create(
         agent=agent,
         kind=Kind.WEBHOOK,
