@@ -185,6 +185,7 @@ def markdown_to_html(text: str) -> str:
 
 _BLOCK_END = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "ul", "ol"}
 _BLOCK_START = _BLOCK_END - {"ul", "ol"} | {"pre", "hr"}
+_MARKS = {"b": "**", "i": "_", "s": "~~"}  # the Markdown that opens and closes each
 
 
 class _TextWriter(HTMLParser):
@@ -234,12 +235,8 @@ class _TextWriter(HTMLParser):
             self.parts.append(language + "\n")
         elif tag == "code":
             self.parts.append("`")
-        elif tag == "b":
-            self.parts.append("**")
-        elif tag == "i":
-            self.parts.append("_")
-        elif tag == "s":
-            self.parts.append("~~")
+        elif tag in _MARKS:
+            self.parts.append(_MARKS[tag])
         elif tag == "a":
             self.href.append(values.get("href") or "")
             self.parts.append("[")
@@ -257,12 +254,8 @@ class _TextWriter(HTMLParser):
             self.newline(2)
         elif tag == "code" and not self.pre:
             self.parts.append("`")
-        elif tag == "b":
-            self.parts.append("**")
-        elif tag == "i":
-            self.parts.append("_")
-        elif tag == "s":
-            self.parts.append("~~")
+        elif tag in _MARKS:
+            self.parts.append(_MARKS[tag])
         elif tag == "a":
             self.parts.append(f"]({self.href.pop() if self.href else ''})")
         elif tag == "tr":
