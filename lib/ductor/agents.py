@@ -79,6 +79,7 @@ class NewAgent:
     model: str
     timezone: str
     allowed_group_ids: tuple[int, ...] = ()
+    description: str = ""
     transports: tuple[str, ...] = ("telegram",)
     matrix_homeserver: str = ""
     matrix_user_id: str = ""
@@ -101,7 +102,10 @@ def create(paths: Paths, spec: NewAgent) -> list[Path]:
     created: list[Path] = []
     file = paths.agent_config(spec.name)
     file.parent.mkdir(parents=True, exist_ok=True)
-    values: list[tuple[str, object]] = [
+    values: list[tuple[str, object]] = (
+        [("description", spec.description)] if spec.description else []
+    )
+    values += [
         ("provider", spec.provider),
         ("model", spec.model),
         ("user_timezone", spec.timezone),

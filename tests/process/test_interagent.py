@@ -317,7 +317,7 @@ def test_stop_all_in_one_agents_chat_stops_the_turn_running_on_the_other_agent(
         research.stop()
 
 
-def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_names_the_new_agent(
+def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_describes_the_new_agent(
     pair: tuple[AgentProcess, AgentProcess],
 ) -> None:
     main, research = pair
@@ -329,7 +329,7 @@ def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_names_the_n
         "DUCTOR_AGENT_SOCKET": str(main.socket),
     }
     argv = [sys.executable, str(script), "--name", "helper", "--token-file", "-"]
-    argv += ["--users", "300", "--model", "sonnet"]
+    argv += ["--users", "300", "--model", "sonnet", "--description", "reads the news"]
     result = subprocess.run(
         argv, input=token + "\n", env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -338,7 +338,9 @@ def test_create_agent_takes_the_token_from_stdin_and_every_rule_file_names_the_n
     assert "300" in config and "sonnet" in config and token not in config
     stored = main.root / "config" / "credentials" / "helper" / "telegram-token"
     assert stored.read_text().strip() == token
-    assert "`helper`: claude/sonnet" in (research.workspace / "CLAUDE.md").read_text()
+    roster = (research.workspace / "CLAUDE.md").read_text()
+    assert "`helper`: reads the news; claude/sonnet" in roster, roster
+    assert "**helper**: reads the news · claude/sonnet" in command(main, "/agents")
     assert token not in main.log()
     refused = tool(main, "create_agent", "--name", "x", "--token", token)
     assert refused.returncode == 1 and "never put a secret" in refused.stdout

@@ -41,3 +41,22 @@ def test_edit_appends_to_the_shared_file_and_reaches_started_agents_only(tmp_pat
     assert text.startswith("# Shared knowledge") and text.endswith("Fridays\n")
     assert "deploys freeze on Fridays" in memory.read_text()
     assert not (paths.workspace("b") / "memory_system" / "MAINMEMORY.md").exists()
+
+
+def test_the_roster_names_each_other_agent_with_its_description_and_provider(
+    tmp_path: Path,
+) -> None:
+    paths = resolve(config_dir=tmp_path / "config", state_dir=tmp_path / "state")
+    paths.agents_config_dir.mkdir(parents=True)
+    paths.agent_config("main").write_text('provider = "claude"\ntransports = []\n')
+    paths.agent_config("research").write_text(
+        'description = "reads papers,\\n  long answers"\nprovider = "codex"\n'
+        'model = "gpt-5.4"\ntransports = []\n'
+    )
+    rules = paths.workspace("main") / "CLAUDE.md"
+    rules.parent.mkdir(parents=True)
+    rules.write_text("# main's own rules\n")
+    shared_memory.sync_all(paths)
+    text = rules.read_text()
+    assert "- `research`: reads papers, long answers; codex/gpt-5.4" in text
+    assert text.startswith("# main's own rules\n")

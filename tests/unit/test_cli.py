@@ -171,6 +171,15 @@ def test_agent_list_json_shows_provider_model_and_transports(home: Path) -> None
     assert rows[0]["transports"] == "telegram"
 
 
+def test_agent_add_description_is_shown_by_agent_list(home: Path) -> None:
+    init(home, "--description", "answers about the house")
+    config = (home / ".config/ductor/agents/main.toml").read_text()
+    assert 'description = "answers about the house"' in config
+    rows = json.loads(ductor(home, "agent", "list", "--json").stdout)
+    assert rows[0]["description"] == "answers about the house"
+    assert "answers about the house" in ductor(home, "agent", "list").stdout
+
+
 def test_unknown_agent_is_a_usage_error_that_lists_known_agents(home: Path) -> None:
     init(home)
     result = ductor(home, "status", "nosuch")

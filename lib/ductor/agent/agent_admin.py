@@ -71,7 +71,7 @@ def create(args: Mapping[str, Any], env: Mapping[str, str], *, managed: bool) ->
             argv += ["--user-id", user]
         if args.get("token"):
             secrets[TOKEN_ENV] = str(args["token"]).strip()
-    for option in ("provider", "model", "timezone"):
+    for option in ("provider", "model", "timezone", "description"):
         if args.get(option):
             argv += [f"--{option}", str(args[option])]
     output = _ductor(argv, env, secrets) or f"Agent {name!r} created."

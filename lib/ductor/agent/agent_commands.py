@@ -173,6 +173,8 @@ def agents_text(agent: Agent) -> str:
             config = agent.config if name == agent.name else load_agent_config(agent.paths, name)
             transports = ", ".join(config.transports) or "no transport"
             what = f"{config.provider}/{config.model} · {transports}"
+            if description := " ".join(config.description.split()):
+                what = f"{description} · {what}"
         except ConfigError as exc:
             what = f"config error: {exc}"
         state = states.get(name)

@@ -50,8 +50,8 @@ Usage: ask_agent_async.py [--new] [--summary TEXT] [--reply-to AGENT] [--silent]
 
 Prints the task id as JSON.""",
     "list_agents": """\
-list_agents.py: every agent on this machine with its provider, model and whether it
-runs, as JSON.
+list_agents.py: every agent on this machine with its description, provider, model and
+whether it runs, as JSON.
 
 Usage: list_agents.py""",
     "create_agent": """\
@@ -60,6 +60,7 @@ Ask the user for what you need; never put the bot token in a command line.
 
 Usage: create_agent.py --name NAME --token-file FILE --users ID[,ID...]
                        [--provider P] [--model M] [--timezone ZONE]
+                       [--description "what it is for"]
        create_agent.py --name NAME --transport matrix --homeserver URL
                        --user-id @BOT:SERVER [--password-file FILE]
                        [--allowed-users @YOU:SERVER,...] [--allowed-rooms ROOM,...]
@@ -68,6 +69,7 @@ Usage: create_agent.py --name NAME --token-file FILE --users ID[,ID...]
                        from stdin: printf '%s' "$TOKEN" | create_agent.py ... --token-file -
   --users ID,...       Telegram user ids allowed to talk to it
   --password-file FILE the Matrix bot's password ('-' = stdin)
+  --description TEXT   one line on what it is for; the other agents see it
 
 Example:
   create_agent.py --name research --token-file /tmp/token --users 123456 --model sonnet""",
@@ -180,11 +182,11 @@ def create_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> dict[s
     parser.add_argument("--password-file", default="")
     parser.add_argument("--allowed-users", default="")
     parser.add_argument("--allowed-rooms", default="")
-    for option in ("--provider", "--model", "--timezone"):
+    for option in ("--provider", "--model", "--timezone", "--description"):
         parser.add_argument(option, default="")
     ns = parser.parse_args(argv)
     args: dict[str, Any] = {"name": ns.name, "provider": ns.provider, "model": ns.model}
-    args["timezone"] = ns.timezone
+    args.update(timezone=ns.timezone, description=ns.description)
     if ns.transport == "matrix":
         args.update(homeserver=ns.homeserver, matrix_user_id=ns.user_id)
         args.update(allowed_users=ns.allowed_users, allowed_rooms=ns.allowed_rooms)

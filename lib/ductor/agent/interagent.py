@@ -576,7 +576,11 @@ def agent_roster(agent: Agent) -> list[dict[str, object]]:
         except ConfigError as exc:
             entry["error"] = str(exc)
         else:
-            entry.update(provider=config.provider, model=config.model)
+            entry.update(
+                description=" ".join(config.description.split()),
+                provider=config.provider,
+                model=config.model,
+            )
         entry["running"] = agent.paths.agent_socket(name).exists()
         roster.append(entry)
     return roster
@@ -588,7 +592,8 @@ def roster_text(roster: list[dict[str, object]]) -> str:
         what = f"{entry.get('provider', '?')}/{entry.get('model', '?')}"
         state = "ready" if entry.get("running") else "stopped"
         me = " (you)" if entry.get("self") else ""
-        lines.append(f"- {entry['name']}{me}: {what}, {state}")
+        about = f"{entry['description']}; " if entry.get("description") else ""
+        lines.append(f"- {entry['name']}{me}: {about}{what}, {state}")
     return "\n".join(lines) or "No agents."
 
 

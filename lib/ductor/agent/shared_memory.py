@@ -2,9 +2,9 @@
 
 ``SHAREDMEMORY.md`` lives beside the agents' config; its content is copied into every
 agent's ``memory_system/MAINMEMORY.md`` between the SHARED KNOWLEDGE markers (the rest
-of the file is the agent's own). The roster (the other agents, their provider and model,
-and how to call them) is kept in a marked block of each agent's rule files. Both are
-synced when an agent starts and by ``ductor-shared-memory.service``, which
+of the file is the agent's own). The roster (the other agents, their description,
+provider and model, and how to call them) is kept in a marked block of each agent's
+rule files. Both are synced when an agent starts and by ``ductor-shared-memory.service``, which
 ``ductor-shared-memory.path`` starts when the shared file or the set of agents changes
 (docs/agents.md). Stdlib + the config loader only: the oneshot starts fast.
 """
@@ -105,6 +105,13 @@ def sync_memory(paths: Paths, name: str, shared: str | None = None) -> bool:
     return True
 
 
+def described(description: str) -> str:
+    """An agent's description as the start of its roster line ("what it does; "), on one
+    line whatever the config holds, or nothing."""
+    text = " ".join(description.split())
+    return f"{text}; " if text else ""
+
+
 def roster_block(paths: Paths, name: str, names: Sequence[str]) -> str:
     lines = []
     for other in names:
@@ -115,7 +122,9 @@ def roster_block(paths: Paths, name: str, names: Sequence[str]) -> str:
         except ConfigError:
             lines.append(f"- `{other}` (its config has an error)")
             continue
-        lines.append(f"- `{other}`: {config.provider}/{config.model}")
+        lines.append(
+            f"- `{other}`: {described(config.description)}{config.provider}/{config.model}"
+        )
     if not lines:
         return ""
     return f"{ROSTER_START}\n{ROSTER_TEXT.format(agents=chr(10).join(lines))}{ROSTER_END}\n"

@@ -122,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_name: str | None) 
     parser.add_argument("--model", help="default model (default depends on the provider)")
     parser.add_argument("--timezone", help="IANA time zone (default: this machine's)")
     parser.add_argument(
+        "--description", default="", help="one line on what the agent is for (the roster)"
+    )
+    parser.add_argument(
         "--non-interactive",
         action="store_true",
         help="never ask; fail with the list of missing values instead",
@@ -361,6 +364,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
             provider=provider,
             model=model,
             timezone=timezone,
+            description=" ".join(args.description.split()),
             transports=transports,
             matrix_homeserver=matrix.homeserver if matrix else "",
             matrix_user_id=matrix.user_id if matrix else "",

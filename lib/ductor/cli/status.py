@@ -172,8 +172,10 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
         try:
             cfg = config.load_agent_config(ctx.paths, name)
             provider, model, transports = cfg.provider, cfg.model, ",".join(cfg.transports)
+            description = " ".join(cfg.description.split())
         except Exception as exc:  # a broken config is listed, not fatal here
             provider, model, transports = "?", "?", f"config error: {exc}"
+            description = ""
         rows.append(
             {
                 "name": name,
@@ -182,6 +184,7 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
                 "provider": provider,
                 "model": model,
                 "transports": transports,
+                "description": description,
                 "config": str(ctx.paths.agent_config(name)),
             }
         )
@@ -190,7 +193,8 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
     elif not rows:
         ctx.print("No agents yet. Create one with `ductor init`.")
     else:
-        keys = ["name", "active", "enabled", "provider", "model", "transports", "config"]
+        keys = ["name", "active", "enabled", "provider", "model", "transports", "description"]
+        keys.append("config")
         ctx.print(table([[str(r[k]) for k in keys] for r in rows], keys))
     return 0
 

@@ -315,6 +315,7 @@ class SandboxConfig:
 class AgentConfig:
     """The effective configuration of one agent."""
 
+    description: str = ""
     provider: str = setting("claude", choices=PROVIDERS)
     model: str = setting("opus", check=checks.non_empty)
     reasoning_effort: str = setting("medium", choices=REASONING_EFFORTS)
@@ -383,6 +384,7 @@ SCHEMA_KEYS: tuple[str, ...] = tuple(_leaf_keys(AgentConfig))
 
 # Following the "hot" column of the original's schema; cli_timeout became timeouts.oneshot.
 _HOT_TOP = (
+    "description",
     "provider",
     "model",
     "reasoning_effort",
