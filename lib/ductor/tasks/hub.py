@@ -138,6 +138,19 @@ class TaskHub:
         for name in ("CLAUDE.md", "AGENTS.md", "GEMINI.md"):
             (folder / name).write_text(rules, encoding="utf-8")
 
+    def _run_again(self, task: Task, follow_up: str) -> Task:
+        """Start the next run of ``task``: its CLI session resumed with ``follow_up``."""
+        task = self.store.update(
+            task.id,
+            status=Status.STARTING.value,
+            follow_up=follow_up,
+            run=task.run + 1,
+            cancel_requested=False,
+            error="",
+            started_at=0.0,
+        )
+        return self._launch(task)
+
     def _launch(self, task: Task) -> Task:
         try:
             pid = self.launcher.start(task.id)
@@ -203,16 +216,7 @@ class TaskHub:
             raise TaskRefused(f"task {task_id} is still running; wait for its result")
         if not task.session_id:
             raise TaskRefused(f"task {task_id} has no CLI session to resume")
-        task = self.store.update(
-            task.id,
-            status=Status.STARTING.value,
-            follow_up=follow_up,
-            run=task.run + 1,
-            cancel_requested=False,
-            error="",
-            started_at=0.0,
-        )
-        return self._launch(task)
+        return self._run_again(task, follow_up)
 
     def ask(self, task_id: str, question: str) -> str:
         task = self.get(task_id)
@@ -268,16 +272,7 @@ class TaskHub:
                 f"Session '{task.name}' is still processing. Wait or use /stop to cancel."
             )
         self._check_session_jobs(task.session)
-        task = self.store.update(
-            task.id,
-            status=Status.STARTING.value,
-            follow_up=text,
-            run=task.run + 1,
-            cancel_requested=False,
-            error="",
-            started_at=0.0,
-        )
-        return self._launch(task)
+        return self._run_again(task, text)
 
     def _check_session_jobs(self, session: str) -> None:
         """At most ``MAX_SESSION_JOBS`` named-session runs in the background per chat."""
