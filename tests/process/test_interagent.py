@@ -388,3 +388,28 @@ def test_a_provider_switch_of_the_target_ends_its_session_and_is_announced_befor
     assert len(texts) == 2, texts  # the notice, then the answer to the injected result
     last = runs(research)[-1]
     assert "-m gpt-5.5" in last and " resume " not in last  # Codex, in a fresh session
+
+
+def test_an_async_request_dropped_from_the_targets_queue_by_stop_all_is_reported_failed_once(
+    tmp_path: Path,
+) -> None:
+    main = start(tmp_path, "main", 100).start()
+    research = start(tmp_path, "research", 200, FAKECLI_SCENARIO="claude-interrupt").start()
+    try:
+        for message in ("First long job.", "Second job, queued."):
+            result = tool(main, "ask_agent_async", "--silent", "research", message)
+            assert result.returncode == 0, result.stdout + result.stderr
+        accepted = research.state / "interagent"
+        wait_for(lambda: len(runs(research)) == 1 and len(list(accepted.glob("*.json"))) == 2)
+        assert command(research, "/stop_all").startswith("Stopped 1 process(es)")
+        wait_for(lambda: len(outbox(main)) >= 2)
+        time.sleep(1.0)  # nothing more comes
+        texts = texts_in_outbox(main)
+        assert len(texts) == 2, texts
+        assert all(t.startswith("**Inter-Agent Request Failed**") for t in texts), texts
+        assert sum("Request: Second job, queued." in t for t in texts) == 1, texts
+        assert "before it ran" in "".join(texts)
+        assert len(runs(research)) == 1  # the queued one never ran
+    finally:
+        main.stop()
+        research.stop()

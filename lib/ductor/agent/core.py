@@ -418,10 +418,7 @@ class Agent:
         count = 0
         while lane.pending:
             job = lane.pending.popleft()
-            self.turns.remove(job.record)
-            job.emit(Events.error(job.request_id, ErrorCode.DISCARDED, "Message discarded."))
-            if job.done is not None and not job.done.done():
-                job.done.cancel()
+            self._drop(job, ErrorCode.DISCARDED, "Message discarded.")
             count += 1
         self._forget_if_idle(lane)
         self._changed()
@@ -434,14 +431,22 @@ class Agent:
         for job in list(lane.pending):
             if job.record.id == entry:
                 lane.pending.remove(job)
-                self.turns.remove(job.record)
-                job.emit(Events.error(job.request_id, ErrorCode.CANCELLED, "Message cancelled."))
-                if job.done is not None and not job.done.done():
-                    job.done.cancel()
+                self._drop(job, ErrorCode.CANCELLED, "Message cancelled.")
                 self._forget_if_idle(lane)
                 self._changed()
                 return True
         return False
+
+    def _drop(self, job: Job, code: ErrorCode, text: str) -> None:
+        """A queued turn dropped before it ran: the answer hooks hear it as a stopped turn
+        (an async inter-agent request reports its failure to its sender), then its client."""
+        outcome = Outcome(text=f"{text[:-1]} before it ran.", is_error=True, stopped="stop")
+        for hook in self.answer_hooks:
+            hook(job.record, outcome)
+        self.turns.remove(job.record)
+        job.emit(Events.error(job.request_id, code, text))
+        if job.done is not None and not job.done.done():
+            job.done.cancel()
 
     def _mark_stopping(self, key: str | None, reason: str) -> None:
         for lane in self.lanes.values():
