@@ -488,6 +488,63 @@ def check_sandbox(ctx: Context, names: list[str]) -> list[Check]:
     return checks
 
 
+def check_webhooks(
+    ctx: Context, names: list[str], manager: Manager, directory: Path
+) -> list[Check]:
+    """The webhook units of each agent with webhooks on: the socket's drop-in says what
+    the config says, the socket listens there, and neither it nor the service failed."""
+    from ductor.webhooks import units as webhook_units
+
+    checks: list[Check] = []
+    systemctl = f"systemctl {' '.join(manager.scope)}"
+    for name in names:
+        try:
+            webhooks = config.load_agent_config(ctx.paths, name).webhooks
+        except ConfigError:
+            continue  # reported by check_config
+        if not webhooks.enabled:
+            continue
+        label = f"webhooks {name}"
+        address = webhook_units.listen_address(webhooks)
+        socket_unit = unit_name(webhook_units.SOCKET_TEMPLATE, name)
+        service = socket_unit.removesuffix(".socket") + ".service"
+        restart = f"{systemctl} restart {socket_unit}"
+        try:
+            written = (directory / f"{socket_unit}.d" / "10-ductor.conf").read_text("utf-8")
+        except OSError:
+            written = ""
+        if webhook_units.socket_dropin(webhooks) not in written:
+            detail = f"the drop-in of {socket_unit} does not say listen = {address!r}"
+            checks.append(Check(label, Level.WARN, detail, f"ductor agent sync {name}"))
+            continue
+        props, service_props = manager.show(
+            [socket_unit, service], ["ActiveState", "Result", "Listen"]
+        )
+        failed = [
+            f"{unit} failed ({shown.get('Result') or 'unknown'})"
+            for unit, shown in ((socket_unit, props), (service, service_props))
+            if shown.get("ActiveState") == "failed"
+        ]
+        listening = props.get("Listen", "").split(" (")[0]
+        if failed:
+            fix = f"journalctl {' '.join(manager.scope)} -u {service} -u {socket_unit}; then"
+            fix += f" {systemctl} reset-failed {socket_unit} {service} && {restart}"
+            checks.append(Check(label, Level.FAIL, "; ".join(failed), fix))
+        elif props.get("ActiveState") != "active":
+            detail = f"{socket_unit} is {props.get('ActiveState') or 'unknown'}: nothing listens"
+            checks.append(
+                Check(label, Level.WARN, detail, f"{systemctl} start {agents.target(name)}")
+            )
+        elif listening != address:
+            detail = f"{socket_unit} listens on {listening or 'nothing'}, the config says {address}"
+            checks.append(
+                Check(label, Level.WARN, detail, f"{systemctl} daemon-reload && {restart}")
+            )
+        else:
+            checks.append(Check(label, Level.OK, f"{socket_unit} listens on {address}"))
+    return checks
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     names = [agents.require(ctx.paths, args.name)] if args.name else agents.list_agents(ctx.paths)
     problem = ctx.manager.problem()
@@ -506,6 +563,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     ]
     if manager_runs:
         checks += [*check_units(ctx, names), *check_sockets(ctx, names)]
+        checks += check_webhooks(ctx, names, ctx.manager, unit_dir(ctx.mode))
     else:
         checks.append(
             Check("units", Level.INFO, "not checked: no service manager to ask (see above)")
