@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ductor import atomic, clipath
 from ductor.paths import SYSTEM_STATE_DIR, Mode, Paths
+from ductor.projects import root_path
 from ductor.units import Manager, remove_dropin, unit_dir, unit_name, write_dropin
 
 if TYPE_CHECKING:  # the schema's dataclasses cost ~10 ms: `ductor chat` imports this module
@@ -107,7 +108,9 @@ def mounts(
     found += [
         Mount(home / folder, True, "the CLIs' own config and sessions") for folder in CLI_FOLDERS
     ]
-    found += [Mount(Path(root), True, "project root") for root in config.project_roots.values()]
+    found += [
+        Mount(root_path(root, home), True, "project root") for root in config.project_roots.values()
+    ]
     for text in config.sandbox.mounts:
         path, writable = parse_mount(text)
         found.append(Mount(path, writable, "sandbox.mounts"))

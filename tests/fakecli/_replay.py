@@ -208,6 +208,20 @@ def exit_with(rc: int) -> None:
     os._exit(rc)
 
 
+def _appended(argv: list[str]) -> str | None:
+    """What ``--append-system-prompt-file`` holds (the agent removes the file after the
+    run), or ``--append-system-prompt``'s value."""
+    for option in ("--append-system-prompt-file", "--append-system-prompt"):
+        if option in argv[:-1]:
+            value = argv[argv.index(option) + 1]
+            if option.endswith("-file"):
+                with contextlib.suppress(OSError):
+                    return Path(value).read_text(encoding="utf-8")
+                return None
+            return value
+    return None
+
+
 def record(cli: str, argv: list[str], stdin: str | None, *, relaunched: bool) -> None:
     target = os.environ.get("FAKECLI_RECORD")
     if not target:
@@ -226,6 +240,7 @@ def record(cli: str, argv: list[str], stdin: str | None, *, relaunched: bool) ->
         "relaunched": relaunched,
         "env_names": sorted(env),
         "env": {k: v for k, v in env.items() if k.startswith(RECORDED_VALUES)},
+        "append_system_prompt": _appended(argv),
     }
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -23,6 +23,7 @@ from ductor.agent import (
     selectors,
     session_commands,
     task_commands,
+    topic_commands,
     welcome,
 )
 from ductor.agent.execute import SEP
@@ -177,6 +178,8 @@ async def cmd_status(agent: Agent, request: protocol.Request, _: str) -> Command
             f"model {session.model}{configured} · provider {session.provider}"
             + (f" · effort {effort}" if session.provider != "gemini" else ""),
         ]
+    if request.session:
+        lines += topic_commands.project_lines(agent, request.session)
     lane = agent.lanes.get(request.session or "")
     if lane is not None and lane.busy:
         lines.append(f"running: {'yes' if lane.running else 'no'} · queued: {len(lane.pending)}")

@@ -30,6 +30,7 @@ from ductor.agent.dotenv import agent_dotenv
 from ductor.agent.execute import Outcome, Turn, TurnEnv
 from ductor.agent.runner import ProcessRegistry
 from ductor.agent.sessions import SessionStore
+from ductor.agent.topics import TOPICS_FILE, TopicStore
 from ductor.agent.turns import TurnKind, TurnRecord, TurnStore, new_turn_id
 from ductor.config import AgentConfig
 from ductor.paths import Paths
@@ -99,6 +100,7 @@ class Agent:
         self.temp_dir = self.state_dir / "tmp"
         self.temp_dir.mkdir(exist_ok=True, mode=0o700)
         self.sessions = SessionStore(self.state_dir / "sessions.json")
+        self.topics = TopicStore(self.state_dir / TOPICS_FILE)  # names, /topicmodel
         self.turns = TurnStore(self.state_dir)
         self.spool = Spool(paths.spool(name), served=config.outboxes)
         self.registry = ProcessRegistry()
@@ -145,6 +147,7 @@ class Agent:
             register=lambda key, run: self.registry.add(key, "main", run),
             unregister=lambda key, run: self.registry.remove(key, "main", run),
             paths=self.paths,
+            topics=self.topics,
         )
 
     # -- status ----------------------------------------------------------------------------

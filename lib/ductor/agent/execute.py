@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ductor import protocol, sandbox
+from ductor import projects, protocol, sandbox
 from ductor.agent import markup, prompt
 from ductor.agent.runner import CliNotFound, CliRun, RunSpec, TimeoutStatus
 from ductor.agent.sessions import FreshnessPolicy, Session, SessionStore, session_age_note
 from ductor.agent.timeouts import TimeoutPolicy, format_duration
+from ductor.agent.topics import TopicStore
 from ductor.agent.turns import TurnKind, TurnRecord
 from ductor.config import AgentConfig
 from ductor.errors import DuctorError
@@ -92,6 +93,16 @@ class TurnEnv:
     register: Callable[[str, CliRun], None]
     unregister: Callable[[str, CliRun], None]
     paths: Paths
+    topics: TopicStore | None = None  # topic names (project_roots)
+
+    def project(self, key: str) -> projects.ProjectRoot | None:
+        """The project folder ``key`` works in (``project_roots``), None: the workspace."""
+        name = self.topics.name(key) if self.topics is not None else ""
+        if not name:
+            session = self.sessions.get(key)
+            name = session.topic_name if session is not None else ""
+        home = sandbox.account_home(self.paths, self.env)
+        return projects.project_root(self.config.project_roots, key, name, home)
 
 
 @dataclass
@@ -283,6 +294,16 @@ class Turn:
         provider = session.provider
         bucket = session.bucket(provider)
         new_session = bucket.session_id is None
+        project = env.project(self.record.session)
+        if project is not None and not project.exists:
+            log.warning("turn %s: project folder %s is missing", self.record.id, project.path)
+            return Outcome(
+                text=projects.missing_text(project),
+                provider=provider,
+                model=session.model,
+                is_error=True,
+                error_kind="project_missing",
+            )
         suffixes = prompt.hook_suffixes(
             bucket.message_count,
             new_session=new_session,
@@ -303,6 +324,9 @@ class Turn:
             memory=new_session,
             sandbox=sandbox.prompt_sentence(env.workspace, config),
         )
+        if project is not None:
+            # The project's own rule file applies there; the workspace stays reachable.
+            append = "\n\n".join(p for p in (projects.workspace_note(env.workspace), append) if p)
         effort = session.effort or config.reasoning_effort
         request = TurnRequest(
             prompt=full_prompt,
@@ -325,7 +349,7 @@ class Turn:
         spec = RunSpec(
             provider=Provider(provider),
             request=request,
-            cwd=env.workspace,
+            cwd=project.path if project is not None else env.workspace,
             env=env.env,
             identity=identity_for(
                 env.agent, self.record.session, str(env.paths.agent_socket(env.agent)), config

@@ -216,6 +216,7 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
     kind = request.type
     if request.topic_name and request.session:
         agent.sessions.set_topic_name(request.session, request.topic_name)  # for /status
+        agent.topics.learn(request.session, request.topic_name)  # project_roots, /new @name
     if kind is RequestType.ACK:
         agent.acknowledge(request.entry)
     elif kind in (RequestType.MESSAGE, RequestType.COMMAND):

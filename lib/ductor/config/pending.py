@@ -23,7 +23,6 @@ from ductor.paths import Paths
 #: Dotted key, or a table prefix ending in ".", and what the user is waiting for.
 PENDING: dict[str, str] = {
     "language": "translations are not built yet; every message is in English",
-    "project_roots": "topics as projects are not built yet; the CLI always runs in the workspace",
     "streaming.max_edit_failures": "failed edits are retried by the sender, not counted",
     "timeouts.background": "named sessions are not built yet",
     "cleanup.": "the cleanup timer is not built yet",

@@ -29,7 +29,7 @@ from pathlib import Path
 import telegram
 from telegram.request import HTTPXRequest
 
-from ductor import atomic, config, protocol
+from ductor import atomic, config, projects, protocol, sandbox
 from ductor.errors import ConfigError, DuctorError
 from ductor.notify import Notifier
 from ductor.paths import Paths
@@ -491,6 +491,16 @@ class TelegramTransport:
         except (OSError, ValueError) as exc:
             log.warning("could not list %s in the files index: %s", path, exc)
 
+    def project_line(self, incoming: Incoming) -> str:
+        """``/where`` in a topic that is a project: the folder the CLI works in there."""
+        name = self.topics.known(incoming.chat_id, incoming.thread_id) or ""
+        home = sandbox.account_home(self.paths)  # as the agent expands ~
+        root = projects.project_root(self.config.project_roots, incoming.session, name, home)
+        if root is None:
+            return ""
+        missing = "" if root.exists else " (missing)"
+        return f"\n\n**This topic works in** {root.path}{missing}"
+
     async def answer_callback(self, incoming: Incoming) -> None:
         with contextlib.suppress(telegram.error.TelegramError):
             await self.bot.answer_callback_query(incoming.callback_id)
@@ -499,7 +509,7 @@ class TelegramTransport:
         """Telegram-only commands, answered here: /where and /leave."""
         word = incoming.text.split(maxsplit=1)[0].lower() if incoming.text else ""
         if word == "/where":
-            text = self.chats.format_where()
+            text = self.chats.format_where() + self.project_line(incoming)
         elif word == "/leave":
             try:
                 group = parse_leave_args(incoming.text)
