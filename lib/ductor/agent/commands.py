@@ -49,13 +49,15 @@ class CommandResult:
 Handler = Callable[["Agent", protocol.Request, str], Awaitable[CommandResult]]
 
 HELP = """**Commands**
-/new: fresh session with the default model (other providers' sessions are kept)
+/new: fresh session with the default model (other providers' sessions are kept);
+`/new @TopicName` resets another topic of this group
 /reset: fresh session with the current model
 /stop: stop the running answer and drop queued messages
 /interrupt: interrupt the running answer (like Ctrl-C); queued messages go on
 /stop_all: stop everything every agent runs
 /model: choose the model (`/model sonnet` switches directly)
 /effort: choose the reasoning effort for this chat
+/topicmodel: this topic's lasting default model (`/topicmodel sonnet`, `/topicmodel reset`)
 /cron: the cron jobs: pause, resume, last runs
 /tasks: background tasks of this chat: cancel, clean up
 /session: start a named session in the background (`/session @opus <prompt>`)
@@ -105,12 +107,13 @@ def is_private(request: protocol.Request) -> bool:
     return key.transport == "cli"
 
 
-async def cmd_new(agent: Agent, request: protocol.Request, _: str) -> CommandResult:
+async def cmd_new(agent: Agent, request: protocol.Request, args: str) -> CommandResult:
     key = session_of(request)
+    if args.startswith("@") and len(args) > 1:
+        return await topic_commands.new_in_topic(agent, request, args[1:])
     await agent.stop(key)
-    session = agent.sessions.new_session(
-        key, default_provider=agent.config.provider, default_model=agent.config.model
-    )
+    provider, model = agent.turn_env().defaults(key)  # the topic's lasting model, if set
+    session = agent.sessions.new_session(key, default_provider=provider, default_model=model)
     return CommandResult(
         f"**Session Reset** {SEP} New {session.provider} session ({session.model}) in this"
         " chat. Sessions with other providers were kept. Send a message to continue."
@@ -315,6 +318,7 @@ COMMANDS: dict[str, Handler] = {
     "/status": cmd_status,
     "/model": cmd_model,
     "/effort": cmd_effort,
+    "/topicmodel": topic_commands.cmd_topicmodel,
     "/cron": cmd_cron,
     "/tasks": task_commands.cmd_tasks,
     "/session": session_commands.cmd_session,

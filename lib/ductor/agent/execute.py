@@ -93,7 +93,13 @@ class TurnEnv:
     register: Callable[[str, CliRun], None]
     unregister: Callable[[str, CliRun], None]
     paths: Paths
-    topics: TopicStore | None = None  # topic names (project_roots)
+    topics: TopicStore | None = None  # topic names and /topicmodel defaults
+
+    def defaults(self, key: str) -> tuple[str, str]:
+        """The (provider, model) a session of ``key`` starts on and ``/new`` returns to:
+        the topic's lasting default, else the agent's."""
+        topic = self.topics.default(key) if self.topics is not None else None
+        return topic or (self.config.provider, self.config.model)
 
     def project(self, key: str) -> projects.ProjectRoot | None:
         """The project folder ``key`` works in (``project_roots``), None: the workspace."""
@@ -245,10 +251,11 @@ class Turn:
                 "possible prompt injection in %s (turn %s): %s", key, self.record.id, pattern
             )
         directives = parse_directives(text, self.env.known_models())
+        default_provider, default_model = self.env.defaults(key)
         session, reason = self.env.sessions.resolve(
             key,
-            default_provider=config.provider,
-            default_model=config.model,
+            default_provider=default_provider,
+            default_model=default_model,
             policy=freshness(config),
         )
         if reason:
@@ -268,8 +275,8 @@ class Turn:
                 key,
                 provider=provider,
                 model=model,
-                default_provider=config.provider,
-                default_model=config.model,
+                default_provider=default_provider,
+                default_model=default_model,
             )
             text = directives.text
         outcome = await self._attempt(session, text, retried=False)

@@ -62,7 +62,7 @@ COMMANDS = frozenset(
         "/new", "/reset", "/status", "/model", "/effort", "/cron", "/tasks", "/session",
         "/sessions", "/memory", "/diagnose", "/help", "/start", "/info", "/where", "/leave",
         "/showfiles", "/agents", "/agent_start", "/agent_stop", "/agent_restart",
-        "/agent_commands",
+        "/agent_commands", "/topicmodel",
     }
 )  # fmt: skip
 ABORT_COMMANDS = {
