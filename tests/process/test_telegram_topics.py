@@ -1,7 +1,7 @@
 """Forum topics as a Telegram user meets them, end to end (the transport and a real agent
 daemon as processes, the fake Bot API, the fake CLI recording each run): a topic mapped
 to a project folder runs the CLI there, keeps its own default model across /new, is
-reset from another topic by name."""
+reset from another topic by name; the join notification is posted and pinned."""
 
 from __future__ import annotations
 
@@ -109,6 +109,28 @@ def test_a_topic_whose_project_folder_is_missing_gets_an_error_and_no_cli_run(
         assert "Project folder missing" in answer
         assert str(gone) in answer
         assert runs(tmp_path) == []
+    finally:
+        transport.stop()
+        agent.stop()
+
+
+def test_joining_an_allowed_group_posts_and_pins_the_join_notification(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    agent = setup_agent(tmp_path, stub)
+    agent.workspace.mkdir(parents=True, exist_ok=True)
+    (agent.workspace / "JOIN_NOTIFICATION.md").write_text("Hi all! **Mention me** to ask.\n")
+    agent.start()
+    transport = Transport(agent).start()
+    try:
+        stub.wait_for(lambda: stub.calls_to("getUpdates"), timeout=20)
+        stub.bot_added_to(GROUP, by_user=USER, may_pin=True)
+        stub.wait_for(lambda: stub.pinned(GROUP), timeout=20)
+        (posted,) = stub.bot_messages(GROUP)
+        assert posted["plain_text"] == "Hi all! Mention me to ask."
+        (pin,) = stub.pinned(GROUP)
+        assert pin["message_id"] == posted["message_id"]
+        assert pin.get("disable_notification") in (True, "true")
     finally:
         transport.stop()
         agent.stop()

@@ -314,6 +314,8 @@ class TelegramStub:
         self.calls: list[Call] = []
         self._chats: dict[int, JsonDict] = {}
         self._left: set[int] = set()
+        self._pinned: dict[int, list[JsonDict]] = {}  # chat -> pinChatMessage calls
+        self._may_pin: set[int] = set()  # chats where the bot has the right to pin
         self._messages: dict[int, dict[int, _Message]] = {}
         self._updates: list[JsonDict] = []
         self._update_ids = itertools.count(1)
@@ -367,6 +369,29 @@ class TelegramStub:
                 self._messages[chat_id] = {}
             self._left.discard(chat_id)
             return dict(chat)
+
+    def bot_added_to(
+        self, chat_id: int, *, by_user: int, chat_type: str = "supergroup", may_pin: bool = False
+    ) -> None:
+        """A user adds the bot to a group: the my_chat_member update (left → member).
+        ``may_pin``: the bot gets the right to pin messages there."""
+        with self._lock:
+            chat = self.add_chat(chat_id, chat_type)
+            if may_pin:
+                self._may_pin.add(chat_id)
+            change = {
+                "chat": chat,
+                "from": _user(by_user),
+                "date": int(time.time()),
+                "old_chat_member": {"user": self.bot_user, "status": "left"},
+                "new_chat_member": {"user": self.bot_user, "status": "member"},
+            }
+            self._enqueue({"my_chat_member": change})
+
+    def pinned(self, chat_id: int) -> list[JsonDict]:
+        """The bot's successful pinChatMessage calls in a chat (message_id, ...)."""
+        with self._lock:
+            return list(self._pinned.get(chat_id, []))
 
     def add_file(self, content: bytes, name: str, kind: str = "document") -> str:
         """Store a file as if a user had uploaded it; its file_id, for user_sends()."""
@@ -882,6 +907,17 @@ class TelegramStub:
             self._lock.notify_all()
             return True
 
+    def _pinChatMessage(self, params: JsonDict, files: Mapping[str, Any]) -> bool:
+        with self._lock:
+            chat = self._chat(params.get("chat_id"))
+            if chat["type"] != "private" and chat["id"] not in self._may_pin:
+                raise bad_request("not enough rights to manage pinned messages in the chat")
+            if self._find(chat["id"], params.get("message_id")) is None:
+                raise bad_request("message to pin not found")
+            self._pinned.setdefault(chat["id"], []).append(dict(params))
+            self._lock.notify_all()
+            return True
+
     def _getChat(self, params: JsonDict, files: Mapping[str, Any]) -> JsonDict:
         with self._lock:
             chat = dict(self._chat(params.get("chat_id")))
@@ -929,6 +965,7 @@ API_METHODS = {
         "getFile",
         "leaveChat",
         "getChat",
+        "pinChatMessage",
     ]
 }
 

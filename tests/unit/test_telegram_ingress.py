@@ -125,7 +125,18 @@ def test_bot_added_to_an_unknown_group_via_membership_update_leaves() -> None:
         "new_chat_member": {"status": "member", "user": ourselves()},
     }
     assert run(change, kind="my_chat_member").action is Action.LEAVE_GROUP
-    change["chat"] = chat(GROUP)
+
+
+def test_bot_added_to_an_allowed_group_joins_it_and_a_later_change_is_ignored() -> None:
+    change = {
+        "chat": chat(GROUP),
+        "from": person(),
+        "date": 1_700_000_000,
+        "old_chat_member": {"status": "left", "user": ourselves()},
+        "new_chat_member": {"status": "member", "user": ourselves()},
+    }
+    assert run(change, kind="my_chat_member").action is Action.JOINED
+    change["old_chat_member"] = {"status": "member", "user": ourselves()}  # already in
     assert run(change, kind="my_chat_member").action is Action.IGNORE
 
 

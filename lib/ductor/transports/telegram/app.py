@@ -44,6 +44,7 @@ from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
 from ductor.transports.telegram.formatting import markdown_to_html
 from ductor.transports.telegram.inflight import InflightTurns
 from ductor.transports.telegram.ingress import Action, Incoming, classify
+from ductor.transports.telegram.join import post_join_notification
 from ductor.transports.telegram.outbox import OutboxDrain
 from ductor.transports.telegram.reactions import SEEN, THINKING, StatusReaction
 from ductor.transports.telegram.sender import BotSender, Rows, SendRefused
@@ -365,6 +366,14 @@ class TelegramTransport:
         elif action is Action.TOPIC_NAME:
             if incoming.thread_id is not None:
                 self.topics.learn(incoming.chat_id, incoming.thread_id, incoming.topic_name)
+        elif action is Action.JOINED:
+            self.chats.record(
+                incoming.chat_id,
+                title=incoming.chat_title,
+                chat_type=incoming.chat_type,
+                status="active",
+            )
+            await post_join_notification(self.bot, self.sender, self.workspace, incoming.chat_id)
         else:
             if incoming.chat_type != "private":
                 self.chats.record(

@@ -59,6 +59,7 @@ class Action(StrEnum):
     REFUSE = "refuse"  # someone not allowed: log, never answer
     LEAVE_GROUP = "leave_group"  # a group that is not allowed: say so and leave
     TOPIC_NAME = "topic_name"  # a forum topic was created or renamed
+    JOINED = "joined"  # the bot was added to an allowed group: post JOIN_NOTIFICATION.md
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,12 @@ def _classify_membership(change: telegram.ChatMemberUpdated, config: TelegramCon
         return replace(
             base, action=Action.LEAVE_GROUP, reason=f"added to {chat.type} {chat.id}, not allowed"
         )
-    return replace(base, action=Action.IGNORE, reason=f"bot is {status} in allowed chat {chat.id}")
+    joined = change.old_chat_member.status in {"left", "kicked"} and chat.type in _GROUPS
+    return replace(
+        base,
+        action=Action.JOINED if joined else Action.IGNORE,
+        reason=f"bot is {status} in allowed chat {chat.id}",
+    )
 
 
 def strip_mention(text: str, bot_username: str) -> str:
