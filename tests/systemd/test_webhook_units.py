@@ -1,11 +1,13 @@
 """ductor-webhook@.socket/.service under a real systemd: the first request starts the
 endpoint through its socket and it exits when idle; a wake call made while the agent is
 off (and the endpoint killed with SIGKILL right after its 202) is answered once after the
-agent starts; a cron_task call runs in ductor-webhook-run@ and its result waits in the
-outbox.
+agent starts; a cron_task call runs in ductor-webhook-run@, its result waits in the
+outbox while the transport is stopped and reaches the chat once after it starts.
 
-The agent (``wh``) runs the fake ``claude`` (tests/fakecli); no transport runs, so what
-the chat would get waits in its Telegram outbox. Removes the agent at the end.
+The agent (``wh``) runs the fake ``claude`` (tests/fakecli); its Telegram transport runs
+only in the last test (against the fake Bot API, a user unit inside the booted system),
+so until then what the chat would get waits in its Telegram outbox. Removes the agent at
+the end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from tests.systemd.test_agent_units import show
 from tests.systemd.test_install import CONFIG, SRC, TOKEN, sh
 from tests.systemd.test_task_units import ONE_PER_LINE
+from tests.systemd.test_telegram_units import STUB_PORT, VENV_PYTHON, control
 
 pytestmark = pytest.mark.systemd
 
@@ -29,6 +32,9 @@ INBOX = f"{STATE}/spool/inbox"
 SERVICE = f"ductor-webhook@{NAME}.service"
 SOCKET = f"ductor-webhook@{NAME}.socket"
 IDLE_EXIT = 3
+USER = 7
+TRANSPORT = f"ductor-telegram@{NAME}.service"
+FAKE_BOT_API = "fake-telegram-wh"
 
 POST = """\
 import json, sys, urllib.error, urllib.request
@@ -71,8 +77,15 @@ def agent_wh(systemd: Any) -> Any:
     sh(systemd, f"{SRC}/install.sh")
     sh(
         systemd,
-        f"ductor init {NAME} --non-interactive --user-id 7 --timezone UTC --telegram-token-file -",
+        f"ductor init {NAME} --non-interactive --user-id {USER} --timezone UTC"
+        " --telegram-token-file -",
         input=TOKEN + "\n",
+    )
+    sh(
+        systemd,
+        f"{VENV_PYTHON} -c 'from ductor import config, paths; p = paths.resolve();"
+        f' config.set_values(p.agent_config("{NAME}"),'
+        f' [("telegram.api_base_url", "http://127.0.0.1:{STUB_PORT}")])\'',
     )
     sh(systemd, f"ln -sf {SRC}/tests/fakecli/claude ~/.local/bin/claude")
     sh(
@@ -93,7 +106,8 @@ def agent_wh(systemd: Any) -> Any:
     sh(
         systemd,
         f"systemctl --user stop {SOCKET} {SERVICE} ductor-webhook-run@{NAME}.path"
-        f" ductor-agent@{NAME}.socket ductor-agent@{NAME}.service",
+        f" ductor-agent@{NAME}.socket ductor-agent@{NAME}.service {TRANSPORT}"
+        f" {FAKE_BOT_API}.service",
         check=False,
     )
     sh(systemd, f"rm -rf ~/.config/systemd/user/{SERVICE}.d", check=False)
@@ -106,6 +120,9 @@ def test_the_agent_sync_puts_the_socket_where_the_config_says(agent_wh: Any) -> 
     assert SOCKET in wants and f"ductor-webhook-run@{NAME}.path" in wants
     listen = sh(agent_wh, f"systemctl --user show {SOCKET} -p Listen").stdout
     assert f"127.0.0.1:{PORT} (Stream)" in listen
+    doctor = json.loads(sh(agent_wh, f"ductor doctor {NAME} --json", check=False).stdout)
+    (webhooks,) = [c for c in doctor["checks"] if c["name"] == f"webhooks {NAME}"]
+    assert webhooks["level"] == "ok", webhooks
 
 
 def test_the_first_request_starts_the_endpoint_which_exits_when_idle(agent_wh: Any) -> None:
@@ -147,11 +164,12 @@ def test_a_wake_call_while_the_agent_is_off_is_answered_once_after_it_starts(
     assert not sh(sd, f"ls {INBOX}/new").stdout.strip()
 
 
-def test_a_cron_task_call_runs_in_its_own_unit_and_its_result_waits_in_the_outbox(
+def test_a_cron_task_result_waits_while_the_transport_is_stopped_and_reaches_the_chat_once(
     agent_wh: Any,
 ) -> None:
     sd = agent_wh
     sh(sd, f"rm -rf {OUTBOX}")
+    assert active(sd, TRANSPORT) == "inactive"
     token = add_hook(sd, "nightly", "--mode", "cron_task", "--prompt", "'Report {{what}}'")
     assert post(sd, token, "nightly", {"what": "the backlog"}) == 202
     sd.wait_until(
@@ -164,3 +182,35 @@ def test_a_cron_task_call_runs_in_its_own_unit_and_its_result_waits_in_the_outbo
     assert show(sd, f"ductor-webhook-run@{NAME}.service", "Result")["Result"] == "success"
     last = json.loads(sh(sd, f"cat {STATE}/webhook_calls/nightly.json").stdout)
     assert last["last_result"] == "ok"
+
+    sh(
+        sd,
+        f"systemd-run --user --unit={FAKE_BOT_API} --setenv=PYTHONPATH={SRC}"
+        f" --working-directory={SRC} /usr/bin/python3 -m tests.stubs.telegram_api"
+        f" --port {STUB_PORT} --token {TOKEN} --control",
+    )
+    sd.wait_until(lambda: _stub_up(sd), timeout=20, what="the fake Bot API")
+    control(sd, "add_chat", chat_id=USER)  # the user once wrote to the bot
+    sh(sd, f"systemctl --user start {TRANSPORT}")
+    sd.wait_until(
+        lambda: any("WEBHOOK (CRON TASK): nightly" in t for t in chat_texts(sd)),
+        timeout=40,
+        what="the result in the chat",
+    )
+    time.sleep(2)  # a second delivery would come now
+    delivered = [t for t in chat_texts(sd) if "WEBHOOK (CRON TASK): nightly" in t]
+    assert len(delivered) == 1, chat_texts(sd)
+    assert outbox_texts(sd) == []
+
+
+def chat_texts(systemd: Any) -> list[str]:
+    messages = control(systemd, "bot_messages", chat_id=USER)["messages"]
+    return [str(m["plain_text"]) for m in messages]
+
+
+def _stub_up(systemd: Any) -> bool:
+    try:
+        control(systemd, "calls")
+    except Exception:
+        return False
+    return True
