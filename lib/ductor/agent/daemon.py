@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ductor import __version__, config, service
-from ductor.agent import skills, task_commands, workspace
+from ductor.agent import rulefiles, skills, task_commands, workspace
 from ductor.agent.core import Agent
 from ductor.agent.inbox import InboxReader
 from ductor.agent.server import AgentServer
@@ -117,6 +117,12 @@ async def serve(
         agent.workspace,
         agent=name,
         providers=workspace.installed_providers() or [agent_config.provider],
+    )
+    rulefiles.sync_rule_files(
+        agent.workspace,
+        agent=name,
+        authenticated=rulefiles.logged_in_providers(agent.env, agent.dotenv.values())
+        or [agent_config.provider],
     )
     skills.sync_skills(agent.workspace, agent.env, agent_config.skills)
     sock = inherited_socket(os.environ)

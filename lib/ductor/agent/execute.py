@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ductor import projects, protocol, sandbox
-from ductor.agent import markup, prompt
+from ductor.agent import markup, prompt, rulefiles
 from ductor.agent.runner import CliNotFound, CliRun, RunSpec, TimeoutStatus
 from ductor.agent.sessions import FreshnessPolicy, Session, SessionStore, session_age_note
 from ductor.agent.timeouts import TimeoutPolicy, format_duration
@@ -321,6 +321,7 @@ class Turn:
             ),
             reflection_prompt=config.memory.reflection.prompt,
         )
+        rulefiles.carry_edits(env.workspace)  # an edit of CLAUDE.md reaches AGENTS.md, ...
         files = [incoming_file(Path(f)) for f in self.record.files]
         full_prompt = prompt.assemble_prompt(
             text, quoted=self.record.quoted, files=files, suffixes=suffixes
