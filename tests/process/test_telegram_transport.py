@@ -218,3 +218,46 @@ def test_a_selector_answers_every_press_on_the_same_message(
     second = stub.user_presses(USER, selector["message_id"], "ms:r:high:sonnet", user_id=USER)
     stub.wait_for(lambda: "reasoning: high" in answer_texts(stub, USER)[0], timeout=10)
     assert stub.callback_answer(first) is not None and stub.callback_answer(second) is not None
+
+
+def test_a_task_result_injected_into_the_chat_is_answered_live_edited_in_place_and_once(
+    tmp_path: Path, stub: TelegramStub
+) -> None:
+    # claude-partial streams "ECHO: One two ... ten" in small deltas: a message, then edits.
+    agent = setup_agent(tmp_path, stub, FAKECLI_SCENARIO="claude-partial", FAKECLI_DELAY_MS="20")
+    stub.add_chat(USER)  # the user has talked to the bot before
+    agent.start()
+    transport = Transport(agent).start()
+    try:
+        stub.wait_for(lambda: "tg listens for the injected turns" in agent.log(), timeout=20)
+        script = agent.workspace / "tools" / "task_tools" / "create_task.py"
+        env = {
+            **agent.env,
+            "DUCTOR_AGENT_NAME": agent.name,
+            "DUCTOR_AGENT_SOCKET": str(agent.socket),
+            "DUCTOR_TRANSPORT": "tg",
+            "DUCTOR_CHAT_ID": str(USER),
+        }
+        created = subprocess.run(
+            [sys.executable, str(script), "--name", "audit", "List the outdated deps."],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert '"ok": true' in created.stdout, created.stdout + created.stderr
+        answer = "ECHO: One two three four five six seven eight nine ten"
+        stub.wait_for(lambda: answer in answer_texts(stub, USER), timeout=30)
+        time.sleep(1.5)  # a second copy from the outbox would show up by now
+        messages = stub.bot_messages(USER)
+        texts = [m["plain_text"] for m in messages]
+        assert len([t for t in texts if t.startswith("Task audit completed")]) == 1, texts
+        assert texts.count(answer) == 1, texts
+        (shown,) = [m for m in messages if m["plain_text"] == answer]
+        assert shown["history"], "the answer was streamed: sent, then edited in place"
+        outbox = agent.state / "spool" / "outbox" / "tg" / "new"
+        assert not outbox.is_dir() or not list(outbox.iterdir())
+    finally:
+        transport.stop()
+        agent.stop()

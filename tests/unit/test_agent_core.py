@@ -505,3 +505,30 @@ def test_model_discovery_of_a_cli_that_is_not_installed_logs_one_info_line_and_n
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     absent = [r.getMessage() for r in caplog.records if "not installed" in r.getMessage()]
     assert absent == ["gemini is not installed: using its built-in model list"]
+
+
+def test_an_injected_turn_streams_to_its_transports_listener_else_to_the_outbox(
+    agent: Agent,
+) -> None:
+    listener, elsewhere = FakeSink(), FakeSink()
+    agent.listen("tg", listener)
+    agent.listen("mx", elsewhere)
+    injected = replace(accept(agent), kind=TurnKind.INJECT)
+    job = Job(injected, "", None)
+    agent._to_listener(job)  # as the turn starts
+    agent.deliver(job, Outcome(text="about that task"))
+
+    [final] = listener.events
+    assert (final.request_id, final.get_str("turn")) == (injected.id, injected.id)
+    assert elsewhere.events == [] and outbox(agent) == []
+    assert agent.turns.has_reply(injected.id), "kept until the transport acknowledges it"
+
+    listener.connected = False
+    agent.client_gone(listener)  # never acknowledged: the outbox has it, once
+    assert [e.id for e in outbox(agent)] == [f"reply-{injected.id}"]
+
+    later = replace(accept(agent), kind=TurnKind.INJECT)
+    job = Job(later, "", None)
+    agent._to_listener(job)  # nobody listens any more
+    agent.deliver(job, Outcome(text="and another"))
+    assert [e.id for e in outbox(agent)] == [f"reply-{injected.id}", f"reply-{later.id}"]

@@ -109,6 +109,7 @@ class Agent:
         self.lanes: dict[str, Lane] = {}
         self.waiting: deque[Lane] = deque()  # lanes whose next turn waits for a free slot
         self.acks: dict[str, Sink] = {}  # turn id -> the client that owes its ack
+        self.listeners: dict[str, Sink] = {}  # transport -> the client showing injected turns
         self.started_at = time.monotonic()
         self.closing = False
         self.on_change: list[Callable[[], None]] = []  # told when lanes change (STATUS=)
@@ -296,6 +297,7 @@ class Agent:
     async def _run(self, job: Job) -> None:
         record = self.turns.mark_running(job.record)
         job.record = record
+        self._to_listener(job)
         job.emit(Events.accepted(job.request_id, record.id, record.session))
         self._changed()
         turn = Turn(self.turn_env(), record, job.emit, job.request_id)
@@ -377,12 +379,31 @@ class Agent:
             hook(record, outcome)
         self.turns.remove(record)
 
+    def listen(self, transport: str, sink: Sink) -> None:
+        """``sink`` (a transport's ``listen`` connection) shows the turns the agent starts
+        itself in ``transport``'s sessions from now on, live; the last one to ask wins."""
+        self.listeners[transport] = sink
+        log.info("%s listens for the injected turns of its chats", transport)
+
+    def _to_listener(self, job: Job) -> None:
+        """An injected turn nobody asked for over the socket (a task's result) streams to
+        its transport when one listens: under the turn's id, acknowledged like any answer.
+        Else (or once that client is gone) its answer goes to the outbox."""
+        if job.sink is not None or job.record.kind is not TurnKind.INJECT:
+            return
+        transport = job.record.session.partition(":")[0]
+        sink = self.listeners.get(transport)
+        if sink is not None and sink.connected:
+            job.sink, job.request_id, job.want_ack = sink, job.record.id, True
+
     def acknowledge(self, turn_id: str) -> bool:
         self.acks.pop(turn_id, None)
         return self.turns.drop_reply(turn_id)
 
     def client_gone(self, sink: Sink) -> None:
         """A client disconnected: answers it never acknowledged go to the outbox."""
+        for transport in [t for t, s in self.listeners.items() if s is sink]:
+            del self.listeners[transport]
         for turn_id in [t for t, s in self.acks.items() if s is sink]:
             self.acks.pop(turn_id, None)
             self._unpark(turn_id)

@@ -11,7 +11,8 @@ periodically), handles each envelope once:
    cannot run;
 2. the prompt becomes an ``inject`` turn in the session's lane: it waits for the turn
    running there (the chat's lock), runs in the chat's active session, and its answer
-   goes to the chat through the outbox. The turn is durable before the envelope is
+   goes to the chat: streamed live when the chat's transport listens (``listen``,
+   docs/protocol.md), else through the outbox. The turn is durable before the envelope is
    finished, and its id is derived from the envelope's, so a crash in between neither
    loses nor repeats it;
 3. the envelope moves to ``done/``.

@@ -257,6 +257,11 @@ async def handle_request(server: AgentServer, request: protocol.Request, conn: C
         conn.send(Events.final(request.id, text="ok", agent=agent.name, version=__version__))
     elif kind is RequestType.TASK:
         conn.send(await task_commands.handle_request(agent, request))
+    elif kind is RequestType.LISTEN:
+        agent.listen(request.text, conn)
+        conn.send(
+            Events.status(request.id, "listening", f"showing {request.text}'s injected turns")
+        )
 
 
 def _submit(

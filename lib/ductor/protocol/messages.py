@@ -46,6 +46,7 @@ class RequestType(StrEnum):
     ACK = "ack"
     TASK = "task"  # a background-task verb from the workspace's tool scripts
     AGENT = "agent"  # an inter-agent verb from the workspace's agent tool scripts
+    LISTEN = "listen"  # a transport shows the turns the agent starts itself (text: which)
 
 
 class EventType(StrEnum):
@@ -349,6 +350,8 @@ class Request:
             raise _bad("text", "an agent request needs the verb (text) and the sender")
         if kind is RequestType.TASK and not self.text:
             raise _bad("text", "required for a task request (the verb: create, list, ...)")
+        if kind is RequestType.LISTEN and not self.text:
+            raise _bad("text", "required for a listen request (the transport: tg, mx, ...)")
         if kind is RequestType.ACK and not self.entry:
             raise _bad("entry", "required for an ack request (the turn id of the final event)")
 

@@ -38,6 +38,7 @@ from ductor.protocol.aclient import AsyncExchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
 from ductor.transports.intake import Intake
+from ductor.transports.listen import TurnStream, listen
 from ductor.transports.telegram import media
 from ductor.transports.telegram.answer import LongAnswers, summarise
 from ductor.transports.telegram.chats import ChatActivity, parse_leave_args
@@ -225,6 +226,9 @@ class TelegramTransport:
             asyncio.create_task(drain.run(stop)),
             watchdog,
             asyncio.create_task(self.audit_daily(stop)),
+            asyncio.create_task(
+                listen(self.socket, "tg", stop, self.show_injected, tasks=self.tasks)
+            ),
         ]
         try:
             await self.poll(stop)
@@ -562,6 +566,21 @@ class TelegramTransport:
         finally:
             if typing:
                 self.typing.release((incoming.chat_id, incoming.thread_id))
+
+    async def show_injected(self, first: Event, stream: TurnStream) -> None:
+        """A turn the agent started itself (a task's result injected into a chat's
+        session), streamed into that chat like the answer to a message."""
+        try:
+            key = protocol.parse_session_key(first.get_str("session"))
+            chat, thread = int(key.chat), int(key.topic) if key.topic else None
+        except (protocol.ProtocolError, ValueError):
+            log.warning("an injected turn for %r is not a Telegram chat", first.get_str("session"))
+            return
+        if not self.config.telegram.allows_chat(chat):
+            log.warning("not showing an injected turn in chat %s: not allowed", chat)
+            return  # never acknowledged: the outbox drain refuses it the same way
+        incoming = Incoming(Action.MESSAGE, session=key.key, chat_id=chat, thread_id=thread)
+        await self.follow(incoming, stream, first)
 
     async def _follow(self, incoming: Incoming, exchange: AsyncExchange, first: Event) -> None:
         chat, thread = incoming.chat_id, incoming.thread_id
