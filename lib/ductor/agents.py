@@ -340,7 +340,7 @@ def remove(paths: Paths, manager: Manager, name: str, *, purge: bool) -> list[Pa
     changed = sandbox.sync_units(directory, sandbox.agent_units(name), "", command="") or changed
     changed = sandbox.sync_cron(directory, name, "", command="") or changed
     tasks = sandbox.fenced_tasks(directory, name)
-    changed = sandbox.sync_units(directory, tasks, "", command="") or changed
+    changed = sandbox.unfence_tasks(directory, tasks) or changed
     for timer in _heartbeat_units(paths, manager, name, directory):
         manager.systemctl("disable", "--now", timer, check=False)
         changed = remove_dropin(directory, timer) or changed

@@ -266,23 +266,35 @@ def sync_cron(directory: Path, agent: str, text: str, *, command: str) -> bool:
 
 
 TASK_TEMPLATE = "ductor-task@.service"
+TASK_SETTINGS = "10-ductor.conf"  # a task unit's limits and credentials (tasks/launch.py)
 
 
 def fenced_tasks(directory: Path, agent: str) -> list[str]:
-    """The agent's task units that have a sandbox drop-in."""
+    """The agent's task units that have a sandbox drop-in (or their settings drop-in)."""
     prefix = unit_name(TASK_TEMPLATE, agent).removesuffix(".service") + ":"
     return [
         entry.name.removesuffix(".d")
         for entry in (directory.iterdir() if directory.is_dir() else [])
-        if entry.name.startswith(prefix) and (entry / DROPIN_NAME).is_file()
+        if entry.name.startswith(prefix)
+        and ((entry / DROPIN_NAME).is_file() or (entry / TASK_SETTINGS).is_file())
     ]
 
 
-def fence_task(manager: Manager, agent: str, unit: str) -> None:
+def unfence_tasks(directory: Path, units: Iterable[str]) -> bool:
+    """Delete the drop-ins of these task units; returns whether a file went."""
+    changed = False
+    for unit in units:
+        changed = remove_dropin(directory, unit, DROPIN_NAME) or changed
+        changed = remove_dropin(directory, unit, TASK_SETTINGS) or changed
+    return changed
+
+
+def fence_task(manager: Manager, agent: str, unit: str, *, settings: str = "") -> None:
     """Give a task's unit the agent's sandbox before it starts (a task id is new each
-    time, so ``ductor agent sync`` cannot write it ahead); drop-ins of the agent's
-    finished tasks go. Raises OSError when the drop-in cannot be written: a task that
-    would run outside the agent's sandbox does not start."""
+    time, so ``ductor agent sync`` cannot write it ahead), and ``settings`` (its
+    ``[limits]`` and credentials) as its own drop-in; drop-ins of the agent's finished
+    tasks go. Raises OSError when a drop-in cannot be written: a task that would run
+    outside the agent's sandbox or limits does not start."""
     directory = unit_dir(manager.mode)
     agent_dropin = directory / f"{unit_name(AGENT_TEMPLATES[0], agent)}.d" / DROPIN_NAME
     try:
@@ -294,11 +306,18 @@ def fence_task(manager: Manager, agent: str, unit: str) -> None:
     if stale:
         running = set(manager.list_units([f"{prefix}*.service"], all_units=False))
         stale = [u for u in stale if u not in running and u != unit]
-    changed = sync_units(directory, stale, "", command="")
+    changed = unfence_tasks(directory, stale)
     target = directory / f"{unit}.d" / DROPIN_NAME
     if text:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(target, text, mode=0o644)
         changed = True
+    if settings:
+        command = "ductor-agent (starting the task)"
+        changed = (
+            write_dropin(directory, unit, settings, command=command, name=TASK_SETTINGS) or changed
+        )
+    else:
+        changed = remove_dropin(directory, unit, TASK_SETTINGS) or changed
     if changed:
         manager.daemon_reload()

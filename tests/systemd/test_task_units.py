@@ -59,6 +59,9 @@ def agent_tk(systemd: Any) -> Any:
     )
     sh(systemd, f"ln -sf {SRC}/tests/fakecli/claude ~/.local/bin/claude")
     set_env_tk(systemd, FAKECLI_DELAY_MS="800")
+    # The agent's [limits] apply to its tasks too.
+    limits = '[limits]\nmemory_max = "300M"\ntasks_max = 77\ncpu_weight = 42\n'
+    sh(systemd, f"printf '{limits}' >> {CONFIG}/agents/{NAME}.toml")
     sh(systemd, f"systemctl --user start ductor-agent@{NAME}.socket")
     sh(systemd, f"ductor chat {NAME} -m hello")  # the agent lays out its workspace
     yield systemd
@@ -102,6 +105,8 @@ def test_a_task_unit_outlives_an_agent_restart_and_its_result_is_answered_once(
     props = show(sd, unit, "ControlGroup", "MemoryAccounting")
     assert props["ControlGroup"].endswith(f"/{unit}"), props
     assert props["MemoryAccounting"] == "yes"
+    limits = show(sd, unit, "MemoryMax", "TasksMax", "CPUWeight")
+    assert limits == {"MemoryMax": str(300 * 1024 * 1024), "TasksMax": "77", "CPUWeight": "42"}
     pid = show(sd, unit, "MainPID")["MainPID"]
     sh(sd, f"systemctl --user restart ductor-agent@{NAME}.service")
     assert show(sd, unit, "MainPID")["MainPID"] == pid  # the restart did not touch it

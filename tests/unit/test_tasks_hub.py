@@ -10,13 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests.unit.test_sandbox import fake_manager
 
-from ductor import paths
+from ductor import paths, sandbox
 from ductor.agent.core import Agent
 from ductor.agent.inbox import InboxReader, inject_envelope
 from ductor.agent.turns import TurnKind
 from ductor.config import AgentConfig
-from ductor.config.schema import TasksConfig
+from ductor.config.schema import LimitsConfig, TasksConfig
 from ductor.spool import Routing, Spool
 from ductor.tasks import launch, runner, texts
 from ductor.tasks.hub import TaskHub, TaskRefused
@@ -290,3 +291,37 @@ def test_a_chat_runs_at_most_five_named_sessions_in_the_background_at_once(
         task_hub.follow_up(first, "and a follow-up")  # a follow-up is a background run too
     task_hub.store.update(sixth.id, status=Status.DONE.value)
     assert task_hub.follow_up(first, "and a follow-up").run == 2
+
+
+def test_a_task_unit_gets_the_agents_limits_and_in_system_mode_its_env_as_a_credential(
+    tmp_path: Path,
+) -> None:
+    limits = LimitsConfig(memory_max="1G", tasks_max=64, cpu_weight=50)
+    user = paths.resolve(paths.Mode.USER, env=env_for(tmp_path))
+    assert launch.unit_settings(user, "main", limits) == (
+        "[Service]\nMemoryMax=1G\nTasksMax=64\nCPUWeight=50\n"
+    )
+    assert launch.unit_settings(user, "main", LimitsConfig()) == ""
+    system = paths.resolve(paths.Mode.SYSTEM, env={})
+    assert launch.unit_settings(system, "main", LimitsConfig()) == (
+        "[Service]\nLoadCredential=dotenv:/etc/ductor/credentials/main/.env\n"
+    )
+
+
+def test_a_starting_task_unit_gets_its_settings_and_finished_ones_lose_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    units = tmp_path / "systemd" / "user"
+    old = units / "ductor-task@main:old.service.d"
+    old.mkdir(parents=True)
+    (old / sandbox.TASK_SETTINGS).write_text("[Service]\nMemoryMax=1G\n", encoding="utf-8")
+    manager = fake_manager()
+    settings = "[Service]\nMemoryMax=2G\n"
+    sandbox.fence_task(manager, "main", "ductor-task@main:new.service", settings=settings)
+    written = units / "ductor-task@main:new.service.d" / sandbox.TASK_SETTINGS
+    assert written.read_text(encoding="utf-8").endswith(settings)
+    assert not old.exists()
+    assert manager.reloads == [1]
+    sandbox.fence_task(manager, "main", "ductor-task@main:new.service")  # limits removed
+    assert not written.exists()

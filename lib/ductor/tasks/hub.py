@@ -24,7 +24,7 @@ from ductor.paths import Paths
 from ductor.providers.models import provider_for_model
 from ductor.spool import Envelope, Kind, Payload, Spool
 from ductor.tasks import runner, texts
-from ductor.tasks.launch import Launcher
+from ductor.tasks.launch import Launcher, unit_settings
 from ductor.tasks.store import (
     ACTIVE,
     FINISHED,
@@ -65,7 +65,8 @@ class TaskHub:
 
     @property
     def launcher(self) -> Launcher:
-        return Launcher(self.agent, self.paths.mode, self.env)
+        settings = unit_settings(self.paths, self.agent, self.config().limits)
+        return Launcher(self.agent, self.paths.mode, self.env, settings)
 
     # -- verbs ------------------------------------------------------------------------
 

@@ -20,10 +20,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ductor import sandbox
-from ductor.paths import Mode
+from ductor.paths import Mode, Paths
 from ductor.units import Manager, instance, unit_name
+
+if TYPE_CHECKING:
+    from ductor.config.schema import LimitsConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,25 @@ def uses_systemd(env: Mapping[str, str]) -> bool:
     return bool(env.get("INVOCATION_ID")) and shutil.which("systemctl") is not None
 
 
+def unit_settings(paths: Paths, agent: str, limits: LimitsConfig) -> str:
+    """The task unit's own drop-in: the agent's ``[limits]``, as its service has them,
+    and in system mode the agent's ``.env`` as the credential the runner reads (as a
+    cron run gets it); "" when there is nothing to set."""
+    from ductor.agent.dotenv import DOTENV_CREDENTIAL, dotenv_file
+    from ductor.agents import limits_dropin
+
+    lines = limits_dropin(limits).removeprefix("[Service]\n")
+    if paths.mode is Mode.SYSTEM:
+        lines += f"LoadCredential={DOTENV_CREDENTIAL}:{dotenv_file(paths, agent)}\n"
+    return f"[Service]\n{lines}" if lines else ""
+
+
 @dataclass
 class Launcher:
     agent: str
     mode: Mode
     env: Mapping[str, str]
+    settings: str = ""  # the unit's drop-in (:func:`unit_settings`)
 
     @property
     def systemd(self) -> bool:
@@ -54,7 +72,7 @@ class Launcher:
         """Start a run; returns the runner's pid when it is a plain process, else 0."""
         if self.systemd:
             unit = task_unit(self.agent, task_id)
-            sandbox.fence_task(Manager(self.mode), self.agent, unit)
+            sandbox.fence_task(Manager(self.mode), self.agent, unit, settings=self.settings)
             Manager(self.mode).systemctl("start", "--no-block", unit, timeout=30)
             log.info("task %s: started %s", task_id, unit)
             return 0
