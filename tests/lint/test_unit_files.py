@@ -22,6 +22,8 @@ SECURITY_THRESHOLDS = {
     "ductor-cron-failed@.service": 2.5,
     # A task is a CLI run like a cron run, with the same sandbox (2.6 user, 2.2 system).
     "ductor-task@.service": 3.0,
+    # Root in system mode (writes task units' drop-ins, starts and stops them): no network.
+    "ductor-task-control@.service": 2.5,
     "ductor-heartbeat@.service": 2.5,
     "ductor-telegram@.service": 2.5,
     "ductor-matrix@.service": 2.5,

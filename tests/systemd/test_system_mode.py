@@ -149,3 +149,32 @@ def test_an_upgrade_gives_what_old_releases_left_as_root_back_to_the_account(ops
     root(ops, f"chown root:root {leftover} && chmod 0600 {leftover}")
     root(ops, f"{SRC}/install.sh --system")
     assert root(ops, f"stat -c %U {leftover}").stdout.strip() == "ductor"
+
+
+def test_a_background_task_runs_as_the_account_with_the_env(ops: Any) -> None:
+    root(ops, "ductor --system chat ops -m hello")  # the agent lays out its workspace
+    root(ops, "rm -f " + RECORD)
+    created = root(
+        ops,
+        "cd /tmp && runuser -u ductor -- env DUCTOR_AGENT_NAME=ops DUCTOR_TRANSPORT=tg"
+        " DUCTOR_CHAT_ID=7 DUCTOR_AGENT_SOCKET=/run/ductor/ops/agent.sock python3"
+        f" {STATE}/workspace/tools/task_tools/create_task.py --name probe 'Check the disk.'",
+    )
+    task_id = json.loads(created.stdout)["task"]["id"]
+
+    def status() -> str:
+        out = root(ops, f"cat {STATE}/tasks/{task_id}.json", check=False).stdout
+        return str(json.loads(out)["status"]) if out.strip() else ""
+
+    ops.wait_until(lambda: status() in ("done", "failed"), timeout=60, what="the task ended")
+    unit = f"ductor-task@ops:{task_id}.service"
+    debug = root(
+        ops,
+        f"systemctl cat {unit}; journalctl -u {unit} -u 'ductor-task-control@*' --no-pager"
+        " -o cat | tail -30",
+        check=False,
+    ).stdout
+    assert status() == "done", debug
+    assert root(ops, f"systemctl show -p User --value {unit}").stdout.strip() == "ductor"
+    [run] = [r for r in runs(ops) if r["env"].get("DUCTOR_TASK_ID") == task_id]
+    assert KEY in run["env_names"], debug

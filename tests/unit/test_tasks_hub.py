@@ -325,3 +325,47 @@ def test_a_starting_task_unit_gets_its_settings_and_finished_ones_lose_theirs(
     assert manager.reloads == [1]
     sandbox.fence_task(manager, "main", "ductor-task@main:new.service")  # limits removed
     assert not written.exists()
+
+
+def test_root_starts_and_stops_the_task_units_a_system_agent_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    env = env_for(tmp_path)
+    where = paths.resolve(paths.Mode.USER, env=env)
+    where.agent_config("main").parent.mkdir(parents=True)
+    where.agent_config("main").write_text('[limits]\nmemory_max = "1G"\n', encoding="utf-8")
+    store = TaskStore(where.agent_state("main"), where.workspace("main"))
+    store.save(Task(id="1f2e3d4c", name="audit", prompt="x", provider="claude", model="opus"))
+    requests = launch.requests_dir(where.agent_state("main"))
+    for name in ("1f2e3d4c.start", "0badc0de.stop", "not-an-id.start", "0badc0de.start"):
+        launch.ask_root(requests, *name.split("."))
+    manager = fake_manager()
+    calls: list[tuple[str, ...]] = []
+    object.__setattr__(manager, "systemctl", lambda *args, **_: calls.append(args))
+    monkeypatch.setattr(launch, "Manager", lambda mode: manager)
+
+    assert launch.control("main", where) == 2
+    assert calls == [
+        ("stop", "--no-block", "ductor-task@main:0badc0de.service"),
+        ("start", "--no-block", "ductor-task@main:1f2e3d4c.service"),
+    ]  # 0badc0de has no record: not started
+    dropin = tmp_path / "systemd" / "user" / "ductor-task@main:1f2e3d4c.service.d"
+    assert "MemoryMax=1G" in (dropin / sandbox.TASK_SETTINGS).read_text(encoding="utf-8")
+    assert list(requests.iterdir()) == []  # every request is done once, bad ones too
+
+
+def test_a_system_agents_account_asks_root_for_its_task_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launch.os, "geteuid", lambda: 990)
+    state = tmp_path / "state"
+    launcher = launch.Launcher("main", paths.Mode.SYSTEM, {"INVOCATION_ID": "x"}, state_dir=state)
+    monkeypatch.setattr(launch.Launcher, "is_running", lambda self, task_id, pid: False)
+    monkeypatch.setattr(launch, "uses_systemd", lambda env: True)
+    assert launcher.start("1f2e3d4c") == 0
+    assert launcher.stop("1f2e3d4c", 0) is True
+    assert sorted(p.name for p in launch.requests_dir(state).iterdir()) == [
+        "1f2e3d4c.start",
+        "1f2e3d4c.stop",
+    ]

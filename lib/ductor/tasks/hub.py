@@ -66,7 +66,8 @@ class TaskHub:
     @property
     def launcher(self) -> Launcher:
         settings = unit_settings(self.paths, self.agent, self.config().limits)
-        return Launcher(self.agent, self.paths.mode, self.env, settings)
+        state = self.paths.agent_state(self.agent)
+        return Launcher(self.agent, self.paths.mode, self.env, settings, state)
 
     # -- verbs ------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@
   result (the unit was killed, the runner crashed), reports it as failed, or cancelled
   when a cancel was asked for. The envelope id is the same, so a result is never
   reported twice, whoever writes it first.
+- ``ductor-task control AGENT`` (``ductor-task-control@AGENT.service``, root, system
+  mode): starts and stops the task units the agent's account asked for.
 
 Light like the cron oneshot: no messenger library, no agent daemon.
 """
@@ -276,10 +278,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("finish", help="report a run that ended without a result").add_argument(
         "instance"
     )
+    sub.add_parser(
+        "control", help="start and stop the task units AGENT asked for (root, system mode)"
+    ).add_argument("instance")
     args = parser.parse_args(argv)
 
     def command(paths: Paths) -> int:
         parts = parse_instance(args.instance)
+        if args.command == "control":
+            from ductor.tasks.launch import control
+
+            control(parts[0], paths)
+            return 0
         if len(parts) != 2:
             raise UsageError(f"expected AGENT:ID, got {args.instance!r}")
         if args.command == "run":
