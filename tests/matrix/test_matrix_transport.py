@@ -485,3 +485,36 @@ def test_an_image_that_cannot_be_downloaded_is_refused_once_and_the_loop_goes_on
     refusals = [b for b in bot.bodies(room) if "Could not receive that image" in b]
     assert len(refusals) == 1, bot.bodies(room)
     assert bot.transport.proc is not None and bot.transport.proc.poll() is None
+
+
+def test_a_task_result_injected_into_a_room_is_answered_live_and_once(
+    bot_for: Callable[..., Bot], synapse: Synapse, matrix_users: MatrixUsers
+) -> None:
+    bot = bot_for()
+    room = bot.dm()
+    agent = bot.agent
+    eventually(lambda: "mx listens for the injected turns" in agent.log(), 20, bot.transport)
+    env = {
+        **agent.env,
+        "DUCTOR_AGENT_NAME": agent.name,
+        "DUCTOR_AGENT_SOCKET": str(agent.socket),
+        "DUCTOR_TRANSPORT": "mx",
+        "DUCTOR_CHAT_ID": room,
+    }
+    script = agent.workspace / "tools" / "task_tools" / "create_task.py"
+    created = subprocess.run(
+        [sys.executable, str(script), "--name", "audit", "List the outdated deps."],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert '"ok": true' in created.stdout, created.stdout + created.stderr
+    bot.wait_bodies(room, 2, timeout=30)  # the notice and the answer
+    time.sleep(1.5)  # a second copy from the outbox would show up by now
+    bodies = bot.bodies(room)
+    assert len([b for b in bodies if b.startswith("**Task `audit` completed**")]) == 1, bodies
+    assert bodies.count("ECHO: hello") == 1, bodies
+    outbox = agent.state / "spool" / "outbox" / "mx"
+    assert list(outbox.rglob("reply-*")) == [], "the answer came live, not from the outbox"

@@ -35,6 +35,7 @@ from ductor.protocol.aclient import AsyncExchange, open_exchange
 from ductor.spool import Spool
 from ductor.transports import agentlink
 from ductor.transports.intake import Intake
+from ductor.transports.listen import TurnStream, listen
 from ductor.transports.matrix import crypto, media
 from ductor.transports.matrix.ingress import (
     NUMBER_EMOJIS,
@@ -388,6 +389,7 @@ class MatrixTransport:
         log.info("syncing as %s for agent %s", self.bot_id, self.name)
         background = [
             asyncio.create_task(self.drain_when_rooms_known(drain, stop)),
+            asyncio.create_task(self.listen_when_rooms_known(stop)),
             asyncio.create_task(self.audit_daily(stop)),
             watchdog,
         ]
@@ -401,6 +403,36 @@ class MatrixTransport:
             self.typing.close()
             with contextlib.suppress(Exception):
                 await self.client.close()
+
+    async def listen_when_rooms_known(self, stop: asyncio.Event) -> None:
+        """Show the turns the agent starts itself (a task's result injected into a room's
+        session) live, once the rooms are known (before, each would look unknown)."""
+        await self.rooms_known.wait()
+        await listen(self.socket, "mx", stop, self.show_injected, tasks=self.tasks)
+
+    async def show_injected(self, first: Event, stream: TurnStream) -> None:
+        """An injected turn, streamed into its room like the answer to a message; one for a
+        room this bot does not serve is never acknowledged (the outbox refuses it too)."""
+        try:
+            key = protocol.parse_session_key(first.get_str("session"))
+        except protocol.ProtocolError:
+            log.warning("an injected turn for %r is not a Matrix room", first.get_str("session"))
+            return
+        room = next((r for r in self.joined_rooms() if r.room_id == key.chat), None)
+        mx = self.config.matrix
+        served = room is not None and (
+            room.is_served(
+                bot_id=self.bot_id,
+                allowed_room_ids=self.allowed_room_ids,
+                allowed_users=mx.allowed_users,
+            )
+            or bool(room.aliases & set(mx.allowed_rooms))
+        )
+        if not served:
+            log.warning("not showing an injected turn in %s: not a room this bot serves", key.chat)
+            return
+        incoming = Incoming(Action.MESSAGE, room_id=key.chat, thread=key.topic or "")
+        await self.follow(incoming, stream, first)
 
     async def drain_when_rooms_known(self, drain: MatrixOutbox, stop: asyncio.Event) -> None:
         """The outbox waits for the first sync: before it, every room looks unknown and an
