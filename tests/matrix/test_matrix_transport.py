@@ -493,6 +493,9 @@ def test_a_task_result_injected_into_a_room_is_answered_live_and_once(
     bot = bot_for()
     room = bot.dm()
     agent = bot.agent
+    # the conversation the task comes from: the transport listens once the agent answered
+    synapse.send_text(matrix_users.alice.access_token, room, "hello")
+    bot.wait_bodies(room, 1, timeout=30)
     eventually(lambda: "mx listens for the injected turns" in agent.log(), 20, bot.transport)
     env = {
         **agent.env,
@@ -511,10 +514,10 @@ def test_a_task_result_injected_into_a_room_is_answered_live_and_once(
         check=True,
     )
     assert '"ok": true' in created.stdout, created.stdout + created.stderr
-    bot.wait_bodies(room, 2, timeout=30)  # the notice and the answer
+    bot.wait_bodies(room, 3, timeout=30)  # the first answer, the notice and the answer
     time.sleep(1.5)  # a second copy from the outbox would show up by now
     bodies = bot.bodies(room)
     assert len([b for b in bodies if b.startswith("**Task `audit` completed**")]) == 1, bodies
-    assert bodies.count("ECHO: hello") == 1, bodies
+    assert bodies.count("ECHO: hello") == 2, bodies  # the conversation's and the task's
     outbox = agent.state / "spool" / "outbox" / "mx"
     assert list(outbox.rglob("reply-*")) == [], "the answer came live, not from the outbox"

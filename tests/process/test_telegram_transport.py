@@ -229,7 +229,14 @@ def test_a_task_result_injected_into_the_chat_is_answered_live_edited_in_place_a
     agent.start()
     transport = Transport(agent).start()
     try:
-        stub.wait_for(lambda: "tg listens for the injected turns" in agent.log(), timeout=20)
+        # the conversation the task comes from: the transport listens once the agent answered
+        stub.user_sends(USER, "hello", user_id=USER)
+        first = "ECHO: One two three four five six seven eight nine ten"
+        stub.wait_for(lambda: first in answer_texts(stub, USER), timeout=30)
+        deadline = time.monotonic() + 20  # the agent's log, not a Bot API call: poll it
+        while "tg listens for the injected turns" not in agent.log():
+            assert time.monotonic() < deadline, "the transport never listened"
+            time.sleep(0.1)
         script = agent.workspace / "tools" / "task_tools" / "create_task.py"
         env = {
             **agent.env,
@@ -253,8 +260,8 @@ def test_a_task_result_injected_into_the_chat_is_answered_live_edited_in_place_a
         messages = stub.bot_messages(USER)
         texts = [m["plain_text"] for m in messages]
         assert len([t for t in texts if t.startswith("Task audit completed")]) == 1, texts
-        assert texts.count(answer) == 1, texts
-        (shown,) = [m for m in messages if m["plain_text"] == answer]
+        assert texts.count(answer) == 2, texts  # the conversation's and the task's
+        shown = [m for m in messages if m["plain_text"] == answer][-1]
         assert shown["history"], "the answer was streamed: sent, then edited in place"
         outbox = agent.state / "spool" / "outbox" / "tg" / "new"
         assert not outbox.is_dir() or not list(outbox.iterdir())

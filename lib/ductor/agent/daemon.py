@@ -88,12 +88,16 @@ DEFAULT_IDLE_EXIT = 600.0  # seconds; only with socket activation
 async def exit_when_idle(
     agent: Agent, server: AgentServer, stop: asyncio.Event, idle_exit: float
 ) -> None:
-    """Stop after ``idle_exit`` seconds without a client, a turn or an awaited ack: the
-    socket stays with systemd, so the next connection starts the agent again."""
+    """Stop after ``idle_exit`` seconds without a client (a transport's listen connection
+    does not count), a turn or an awaited ack: the socket stays with systemd, so the next
+    connection starts the agent again."""
     idle_since = time.monotonic()
     while not stop.is_set():
         await asyncio.sleep(min(5.0, idle_exit / 2))
-        busy = agent.lanes or server.connections or agent.acks
+        # A transport's listen connection is no work: it must not keep the agent up.
+        listening = set(agent.listeners.values())
+        clients = [c for c in server.connections if c not in listening]
+        busy = agent.lanes or clients or agent.acks
         if busy:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since >= idle_exit:

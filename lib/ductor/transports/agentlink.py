@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from ductor.protocol.client import AgentUnavailable
 log = logging.getLogger(__name__)
 
 AGENT_RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits while the agent cannot be reached
+
+#: socket -> time.monotonic() of the last request the agent answered there.
+_last_answer: dict[Path, float] = {}
+
+
+def agent_answered_since(socket: Path, moment: float) -> bool:
+    """True when the agent behind ``socket`` answered a request of this process after
+    ``moment`` (a ``time.monotonic()`` value): it is running, so a connection to it
+    starts nothing."""
+    return _last_answer.get(socket, float("-inf")) > moment
 
 
 async def hand_over(
@@ -45,6 +56,7 @@ async def hand_over(
     if first is None:
         await exchange.close()
         return None
+    _last_answer[socket] = time.monotonic()
     return exchange, first
 
 

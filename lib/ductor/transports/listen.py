@@ -8,9 +8,11 @@ the ``final``; :func:`listen` hands each turn to ``show`` as a :class:`TurnStrea
 reads like an exchange (``next_event``, ``ack``). An answer the transport never
 acknowledges (it went away) goes to the outbox: shown once either way.
 
-The connection is opened again after it drops (an agent restart), after a pause: with
-socket activation a connection starts the agent, so a stopped agent is not started
-again at once.
+With socket activation a connection starts the agent, and the agent exits when idle
+(the listen connection does not keep it up). So the connection is opened only while
+the agent is known to run: once this transport has handed it a request, and again after
+a drop only once it has answered another one (:func:`agentlink.agent_answered_since`).
+Until then an injected turn's answer takes the outbox, which the transport drains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,12 @@ from ductor.protocol import Event, EventType, Request, RequestType, new_request_
 from ductor.protocol.aclient import AsyncExchange, open_exchange
 from ductor.protocol.client import AgentDisconnected, AgentUnavailable
 from ductor.protocol.messages import DEFAULT_FRAME_MAX
+from ductor.transports import agentlink
 
 log = logging.getLogger(__name__)
 
 RECONNECT = (1.0, 2.0, 5.0, 10.0, 30.0)  # pauses before opening the connection again
+AGENT_CHECK_EVERY = 1.0  # seconds between looks at whether the agent answered meanwhile
 
 
 class TurnStream(AsyncExchange):
@@ -79,7 +84,13 @@ async def listen(
     """Keep the listen connection of ``transport`` open until ``stop``; each pushed turn
     is shown by ``show(first_event, stream)`` in a task kept in ``tasks``."""
     attempt = 0
+    ended = float("-inf")  # when the last connection ended: the agent may have exited
     while not stop.is_set():
+        while not agentlink.agent_answered_since(socket, ended):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), AGENT_CHECK_EVERY)
+            if stop.is_set():
+                return
         try:
             await _session(socket, transport, show, tasks=tasks, max_bytes=max_bytes)
             attempt = 0
@@ -87,6 +98,7 @@ async def listen(
             log.debug("listen connection to %s: %s", socket, exc)
         except Exception:
             log.exception("the listen connection to %s failed", socket)
+        ended = time.monotonic()
         wait = RECONNECT[min(attempt, len(RECONNECT) - 1)]
         attempt += 1
         with contextlib.suppress(TimeoutError):
