@@ -1,10 +1,11 @@
 """The repository stands on its own: a clone with nothing beside it tests itself.
 
 Code and tests must not reach for files outside the checkout: no sibling folder
-(``../shared``), no environment variable naming one, no ``Path(__file__).parents[N]``
-that climbs above the repository, no fixed path outside it that the tests fill from the
-host. What the tests need lives in the repository (the CLI transcripts in
-tests/fixtures/cli, recorded by tests/record-cli) or is installed by tests/run.
+(such as a shared folder beside the clone), no environment variable naming one, no
+``Path(__file__).parents[N]`` that climbs above the repository, no fixed path outside it
+that the tests fill from the host. What the tests need lives in the repository (the CLI
+transcripts in tests/fixtures/cli, recorded by tests/record-cli) or is installed by
+tests/run.
 """
 
 from __future__ import annotations

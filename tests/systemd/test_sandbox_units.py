@@ -12,6 +12,7 @@ bind-mounted read-only into the booted system at /opt/claude-code.
 from __future__ import annotations
 
 import json
+import pwd
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,13 +66,15 @@ class Agent:
         return "systemctl" if self.system else "systemctl --user"
 
 
+# The booted system is an overlay of this machine's root: root's home is the same there.
+ROOT_HOME = pwd.getpwnam("root").pw_dir
 USER_AGENT = Agent(
     name="sbx",
     system=False,
-    home="/root",
-    state="/root/.config/ductor/sbx",  # systemd 252: StateDirectory= of user units
-    config="/root/.config/ductor/agents/sbx.toml",
-    dotenv="/root/.config/ductor/credentials/sbx/.env",
+    home=ROOT_HOME,
+    state=f"{ROOT_HOME}/.config/ductor/sbx",  # systemd 252: StateDirectory= of user units
+    config=f"{ROOT_HOME}/.config/ductor/agents/sbx.toml",
+    dotenv=f"{ROOT_HOME}/.config/ductor/credentials/sbx/.env",
     port=8391,
 )
 SYSTEM_AGENT = Agent(
