@@ -21,7 +21,7 @@ SKIPPED_PARTS = {"__pycache__", "fixtures", ".mypy_cache", ".ruff_cache", ".pyte
 
 # Spelled in pieces so that this file does not match itself.
 OUTSIDE = [
-    (re.compile(r"\.\./" + "shared"), "a sibling folder ../shared"),
+    (re.compile(r"\.\./" + "shared"), "a sibling folder of the checkout"),
     (re.compile("DUCTOR_" + "SHARED_DIR"), "an environment variable naming a folder outside"),
     (re.compile(r"/opt/" + "shared"), "a host folder copied into the test systemd"),
     (
