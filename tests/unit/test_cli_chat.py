@@ -110,10 +110,15 @@ def environment(runtime: Path) -> dict[str, str]:
     }
 
 
-def chat(runtime: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def chat(
+    runtime: Path, *args: str, input: str | None = None, path_first: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = environment(runtime)
+    if path_first is not None:
+        env["PATH"] = f"{path_first}:{env['PATH']}"
     return subprocess.run(
         [sys.executable, str(REPO / "bin" / "ductor"), "chat", "main", *args],
-        env=environment(runtime),
+        env=env,
         input=input,
         capture_output=True,
         text=True,
@@ -293,7 +298,15 @@ def test_chat_with_no_agent_running_says_how_to_start_it_and_exits_75(
 ) -> None:
     (runtime / "config" / "agents").mkdir(parents=True)
     (runtime / "config" / "agents" / "main.toml").write_text('provider = "claude"\n')
-    result = chat(runtime, "-m", "hi")
+    # a machine whose user service manager runs (this one may have none: then chat says
+    # how to run the agent by hand, see test_cli_first_hour)
+    bin_dir = runtime / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(
+        '#!/bin/sh\ncase "$*" in *is-system-running*) echo running ;; esac\nexit 0\n'
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    result = chat(runtime, "-m", "hi", path_first=bin_dir)
     assert result.returncode == 75
     assert str(runtime / "main" / "agent.sock") in result.stderr
     assert "systemctl --user start ductor-agent@main.socket" in result.stderr

@@ -239,3 +239,15 @@ def test_init_refuses_a_model_the_cli_does_not_know_with_the_list(home: Path) ->
     assert "the codex CLI has no model 'gpt-5-codex'" in result.stderr
     assert "gpt-5.5" in result.stderr
     assert not (home / ".config/ductor/agents/main.toml").exists()
+
+
+def test_chat_with_an_agent_no_service_manager_can_start_says_how_to_run_it(
+    home: Path, not_booted: Path
+) -> None:
+    init(home)
+    result = ductor(home, "chat", "main", "-m", "hello", path_first=not_booted)
+    assert result.returncode == 75, result.stderr
+    assert "agent 'main' is not running, and no service manager can start it" in result.stderr
+    assert "PID 1 is not systemd" in result.stderr
+    assert "`ductor-agent --name main`" in result.stderr
+    assert "systemctl --user start" not in result.stderr

@@ -27,8 +27,8 @@ from typing import TextIO
 
 from ductor import agents
 from ductor.cli.context import Context
-from ductor.errors import DuctorError, UsageError
-from ductor.paths import validate_agent_name
+from ductor.errors import DuctorError, TemporaryError, UsageError
+from ductor.paths import Mode, validate_agent_name
 from ductor.protocol import (
     AbortMode,
     AgentUnavailable,
@@ -318,6 +318,20 @@ def one_message(socket_path: Path, text: str, session: str, user: User, screen: 
     return 0 if result.ok else 1
 
 
+def _unstartable(ctx: Context, name: str) -> None:
+    """The agent exists but has no socket: when no service manager can start it, say so
+    and how to run it by hand, instead of pointing at ``systemctl``."""
+    problem = ctx.manager.problem()
+    if problem is None:
+        return
+    system = " --system" if ctx.mode is Mode.SYSTEM else ""
+    raise TemporaryError(
+        f"agent {name!r} is not running, and no service manager can start it: {problem}."
+        f" Run it in the foreground in another terminal (`ductor-agent --name {name}{system}`),"
+        " then try again"
+    )
+
+
 def run(ctx: Context, args: argparse.Namespace) -> int:
     name = validate_agent_name(args.name)
     socket_path = ctx.paths.agent_socket(name)
@@ -327,6 +341,7 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(f"--session: {exc.message}") from None
     if not socket_path.exists():
         agents.require(ctx.paths, name)  # no socket and no config: there is no such agent
+        _unstartable(ctx, name)
     user = User(id=login_name(), name=login_name())
     screen = Screen(ctx.out, sys.stderr)
     if args.message is not None:
